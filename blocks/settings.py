@@ -1,0 +1,124 @@
+"""Pipeline settings: one Block per environment, and the local defaults that need none.
+
+The environment is chosen in exactly one place: the settings block a run names (the
+``settings_block`` flow parameter, or ``DICOM_ETL_SETTINGS_BLOCK``). With no block, a run
+is ``local``: folders under ``./data`` and a secret kept in ``./data/.deid_secret``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+DEFAULT_DATA_DIR = Path("data")
+SECRET_ENV = "DICOM_ETL_DEID_SECRET"
+
+
+class DicomPipelineSettings(Block):
+    """Where a DICOM pipeline environment reads and writes, and its de-identification key."""
+
+    _block_type_name = "DICOM Pipeline Settings"
+    _block_type_slug = "dicom-pipeline-settings"
+    _description = "Source, lake, warehouse and de-identification secret of one environment."
+
+    environment: str = Field(default="local", description="local, dev or prod.")
+    source: str = Field(default="data/incoming", description="Provider folder or s3://bucket/prefix.")
+    lake: str = Field(default="data/lake", description="Lake root: a folder or s3://bucket/prefix.")
+    warehouse: str = Field(default="data/warehouse.duckdb", description="DuckDB file (local target).")
+    dbt_target: str = Field(default="duckdb", description="profiles.yml target: duckdb or snowflake.")
+    batch_size: int = Field(default=200, ge=1, description="Files per extraction task.")
+    deid_secret: SecretStr = Field(description="Key of the HMAC pseudonyms. Never logged.")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The resolved settings a run uses (a Block's values, or local defaults)."""
+
+    environment: str
+    source: str
+    lake: str
+    warehouse: str
+    dbt_target: str
+    batch_size: int
+    deid_secret: str
+
+    def __repr__(self) -> str:  # never print the secret
+        return (
+            f"PipelineConfig(environment={self.environment!r}, source={self.source!r}, "
+            f"lake={self.lake!r}, warehouse={self.warehouse!r}, dbt_target={self.dbt_target!r})"
+        )
+
+
+def local_secret(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """The local de-identification secret: ``$DICOM_ETL_DEID_SECRET``, else a file made once.
+
+    The file (``data/.deid_secret``, mode 0600) keeps pseudonyms stable across local
+    runs; delete it and every pseudonym changes.
+    """
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env:
+        return from_env
+    path = data_dir / ".deid_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def resolve_config(
+    settings_block: str | None = None,
+    *,
+    source: str | None = None,
+    lake: str | None = None,
+    warehouse: str | None = None,
+    batch_size: int | None = None,
+    data_dir: Path = DEFAULT_DATA_DIR,
+) -> PipelineConfig:
+    """Settings for a run: the named block's values (or local defaults), then explicit overrides.
+
+    Parameters
+    ----------
+    settings_block : str, optional
+        Name of a saved ``DicomPipelineSettings`` block; ``$DICOM_ETL_SETTINGS_BLOCK`` if
+        not given; local defaults if neither.
+    source, lake, warehouse, batch_size : optional
+        Values that win over the block's (command-line flags, flow parameters).
+    """
+    name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
+    if name:
+        block = DicomPipelineSettings.load(name)
+        base = PipelineConfig(
+            environment=block.environment,
+            source=block.source,
+            lake=block.lake,
+            warehouse=block.warehouse,
+            dbt_target=block.dbt_target,
+            batch_size=block.batch_size,
+            deid_secret=block.deid_secret.get_secret_value(),
+        )
+    else:
+        base = PipelineConfig(
+            environment="local",
+            source=str(data_dir / "incoming"),
+            lake=str(data_dir / "lake"),
+            warehouse=str(data_dir / "warehouse.duckdb"),
+            dbt_target="duckdb",
+            batch_size=200,
+            deid_secret=local_secret(data_dir),
+        )
+    return PipelineConfig(
+        environment=base.environment,
+        source=source or base.source,
+        lake=lake or base.lake,
+        warehouse=warehouse or base.warehouse,
+        dbt_target=base.dbt_target,
+        batch_size=batch_size or base.batch_size,
+        deid_secret=base.deid_secret,
+    )

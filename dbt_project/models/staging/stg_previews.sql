@@ -1,0 +1,25 @@
+with source as (
+    select * from {{ source('raw', 'previews') }}
+),
+
+renamed as (
+    select
+        SOPInstanceUID as sop_instance_uid,
+        preview_key,
+        preview_bytes,
+        preview_width,
+        preview_height,
+        frame_index,
+        source_key,
+        batch_id,
+        ingested_at
+    from source
+),
+
+deduplicated as (
+    select *
+    from renamed
+    qualify row_number() over (partition by sop_instance_uid order by ingested_at desc, source_key) = 1
+)
+
+select * from deduplicated

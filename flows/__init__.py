@@ -1,0 +1,1 @@
+"""Orchestration only: the @flow functions and the ``python -m flows`` command line."""

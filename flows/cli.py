@@ -1,0 +1,174 @@
+"""Command line: ``python -m flows {demo,ingest,warehouse,server} --help``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+LOCAL_API = "http://127.0.0.1:4200/api"
+
+
+def _server_listening(url: str) -> bool:
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def use_prefect_server() -> str:
+    """Pick the Prefect API a run reports to, before Prefect is imported.
+
+    ``PREFECT_API_URL`` if set; else a server already running on 127.0.0.1:4200 (started
+    with ``python -m flows server``); else Prefect's temporary local server, which needs
+    nothing but takes 20-30 s to start.
+    """
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if _server_listening(LOCAL_API):
+        os.environ["PREFECT_API_URL"] = LOCAL_API
+        return LOCAL_API
+    return "temporary local server (start one with `python -m flows server` to keep runs and the UI)"
+
+
+def _ui_hint(api: str) -> str:
+    if api.startswith("http"):
+        return f"open {api.removesuffix('/api')} to see the run, its task runs and artifacts"
+    return "runs went to a temporary server; run `python -m flows server` in another terminal to keep them in the UI"
+
+
+def print_summary(summary: dict, api: str) -> None:
+    print("\n== DICOM ingest ==")
+    print(f"files listed: {summary['files']}  batches: {summary['batches']}")
+    print("raw rows per table:")
+    for table, n in sorted(summary["raw_rows"].items()):
+        print(f"  {table:<18} {n}")
+    if summary.get("warehouse_rows"):
+        print("warehouse rows (schema processed):")
+        for table, n in sorted(summary["warehouse_rows"].items()):
+            print(f"  {table:<18} {n}")
+    if summary["rejected"]:
+        print("files quarantined, by reason:")
+        for reason, n in sorted(summary["rejected"].items()):
+            print(f"  {reason:<22} {n}")
+        shown = summary["quarantined"][:15]
+        for err in shown:
+            print(f"    {err['reason']:<20} {err['source_key']}: {err['detail'][:80]}")
+        if len(summary["quarantined"]) > len(shown):
+            print(f"    ... and {len(summary['quarantined']) - len(shown)} more (table raw.ingest_errors)")
+    print(f"lake:      {Path(summary['lake']).resolve()}")
+    print(f"warehouse: {Path(summary['warehouse']).resolve()}  (duckdb {summary['warehouse']} -c 'from processed.images')")
+    print(f"Prefect:   {_ui_hint(api)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.synthetic import copy_pydicom_test_files, generate_studies
+
+    root = Path(args.data_dir)
+    incoming = root / "incoming"
+    if incoming.exists():
+        shutil.rmtree(incoming)
+    tests = copy_pydicom_test_files(incoming / "pydicom")
+    synth = generate_studies(incoming / "synthetic", patients=args.patients, seed=args.seed)
+    print(f"demo input: {len(tests)} pydicom test files + {len(synth)} synthetic files in {incoming}")
+    return _run_ingest(
+        source=str(incoming), lake=str(root / "lake"), warehouse=str(root / "warehouse.duckdb"), args=args
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    return _run_ingest(source=args.source, lake=args.lake, warehouse=args.warehouse, args=args)
+
+
+def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
+    api = use_prefect_server()
+    from flows.ingest import ingest_dicom
+
+    summary = ingest_dicom(
+        source=source,
+        lake=lake,
+        warehouse=warehouse,
+        batch_size=args.batch_size,
+        previews=not args.no_previews,
+        run_dbt=not args.no_dbt,
+        settings_block=args.settings_block,
+    )
+    print_summary(summary, api)
+    return 0
+
+
+def cmd_warehouse(args: argparse.Namespace) -> int:
+    use_prefect_server()
+    from flows.warehouse import build_warehouse
+
+    counts = build_warehouse(lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block)
+    for table, n in sorted(counts.items()):
+        print(f"processed.{table:<18} {n}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    print(f"Starting a Prefect server; `python -m flows` will use it automatically ({LOCAL_API}).")
+    print("UI: http://127.0.0.1:4200 . Stop with Ctrl-C.")
+    os.execvp(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200"])
+    return 0  # pragma: no cover - exec does not return
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=None, help="files per extraction task (default 200)")
+    p.add_argument("--no-previews", action="store_true", help="skip rendering preview JPEGs")
+    p.add_argument("--no-dbt", action="store_true", help="write the lake only; do not build the warehouse")
+    p.add_argument(
+        "--settings-block",
+        default=None,
+        help="name of a saved DicomPipelineSettings block (the environment); local defaults if omitted",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flows", description="DICOM ETL on Prefect.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="ingest a bundled sample (pydicom test files + synthetic studies)")
+    demo.add_argument("--data-dir", default="data/demo", help="where the sample, lake and warehouse go")
+    demo.add_argument("--patients", type=int, default=4, help="synthetic patients to generate")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic studies")
+    _add_run_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    ingest = sub.add_parser("ingest", help="ingest a folder of DICOM files into the lake and warehouse")
+    ingest.add_argument("--source", default=None, help="folder of DICOM files (default data/incoming)")
+    ingest.add_argument("--lake", default=None, help="lake folder for raw copies, Parquet, previews (default data/lake)")
+    ingest.add_argument("--warehouse", default=None, help="DuckDB file to build (default data/warehouse.duckdb)")
+    _add_run_options(ingest)
+    ingest.set_defaults(func=cmd_ingest)
+
+    wh = sub.add_parser("warehouse", help="rebuild the warehouse (dbt) from the lake")
+    wh.add_argument("--lake", default=None)
+    wh.add_argument("--warehouse", default=None)
+    wh.add_argument("--settings-block", default=None)
+    wh.set_defaults(func=cmd_warehouse)
+
+    server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")
+    server.set_defaults(func=cmd_server)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        from tasks.errors import DicomEtlError
+
+        if isinstance(exc, DicomEtlError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,47 @@
+"""One base exception for the project and the reason codes of quarantined files."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DicomEtlError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class SourceError(DicomEtlError):
+    """A source (folder, bucket, prefix) cannot be listed or read."""
+
+
+class WarehouseError(DicomEtlError):
+    """The warehouse build (dbt) failed."""
+
+
+class FileRejected(DicomEtlError):
+    """A single input file cannot be used; it is quarantined, the batch goes on.
+
+    Parameters
+    ----------
+    reason : Reason
+        Machine-readable reason code, stored in ``ingest_errors.reason``.
+    detail : str
+        What was wrong, for a person. Never contains PHI values.
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Reason(StrEnum):
+    """Why a file was quarantined (``ingest_errors.reason``)."""
+
+    EMPTY_FILE = "empty_file"
+    NOT_DICOM = "not_dicom"
+    TRUNCATED = "truncated"
+    UNREADABLE = "unreadable"
+    MISSING_REQUIRED_UID = "missing_required_uid"
+    DICOMDIR = "dicomdir"
+    DUPLICATE_CONFLICT = "duplicate_conflict"
+    PIXEL_DECODE = "pixel_decode"

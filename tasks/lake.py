@@ -1,0 +1,78 @@
+"""Write raw tables and quarantine copies into the lake.
+
+Layout of a local lake::
+
+    raw/<source key>                                   copies of the source objects
+    tables/<table>/ingest_date=YYYY-MM-DD/<stage>-<batch>.parquet
+    tables/<table>/_empty.parquet                      0 rows, the schema (dbt reads a glob)
+    previews/<xx>/<image id>.jpg
+    quarantine/<reason>/<source key>
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from tasks.entities import ALL_TABLES
+from tasks.storage import QUARANTINE_ZONE, TABLES_ZONE
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
+    """Write a frame to ``path`` through a temporary name, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    os.replace(tmp, path)
+    return path
+
+
+def table_path(lake: Path, table: str, ingest_date: date, stage: str, batch_id: str) -> Path:
+    """Where one batch's rows of one table live."""
+    partition = f"ingest_date={ingest_date.isoformat()}"
+    return lake / TABLES_ZONE / table / partition / f"{stage}-{batch_id}.parquet"
+
+
+def write_tables(
+    lake: Path,
+    frames: Mapping[str, pl.DataFrame],
+    *,
+    ingest_date: date,
+    stage: str,
+    batch_id: str,
+) -> dict[str, int]:
+    """Write one Parquet file per table for a batch; return rows written per table.
+
+    Empty frames are written too, so a later reader of a table's files always finds
+    the batch's schema.
+    """
+    counts: dict[str, int] = {}
+    for table, frame in frames.items():
+        write_parquet_atomic(frame, table_path(lake, table, ingest_date, stage, batch_id))
+        counts[table] = frame.height
+    return counts
+
+
+def ensure_table_schemas(lake: Path) -> None:
+    """Give every raw table a 0-row schema file, so dbt can read a table no batch wrote yet."""
+    for name, entity in ALL_TABLES.items():
+        path = lake / TABLES_ZONE / name / "_empty.parquet"
+        if not path.exists():
+            write_parquet_atomic(pl.DataFrame(schema=entity.schema), path)
+
+
+def quarantine_copy(lake: Path, src: Path, key: str, reason: str) -> str:
+    """Copy a rejected file to ``quarantine/<reason>/<key>``; return the quarantine key."""
+    qkey = f"{QUARANTINE_ZONE}/{reason}/{key}"
+    dst = lake / qkey
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.exists():
+        tmp = dst.with_name(f".{dst.name}.partial")
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    return qkey
