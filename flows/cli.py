@@ -88,6 +88,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
+    from tasks.errors import SourceError
+
+    local_source = Path(source or "data/incoming")
+    if "://" not in str(source or "") and not local_source.is_dir():
+        # fail before a Prefect server is started for nothing
+        msg = f"source folder {str(local_source)!r} does not exist or is not a folder; pass --source DIR"
+        raise SourceError(msg)
     api = use_prefect_server()
     from flows.ingest import ingest_dicom
 

@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from blocks.settings import resolve_config
 from tasks.errors import WarehouseError
-from tasks.warehouse import DBT_PROJECT_DIR, count_rows, dbt_environment
+from tasks.warehouse import DBT_PROJECT_DIR, count_rows, dbt_environment, release_dbt_duckdb
 
 
 @contextmanager
@@ -46,7 +46,10 @@ def build_warehouse(
     settings = PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     with _environment(env):
         runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
-        result = runner.invoke([command])
+        try:
+            result = runner.invoke([command])
+        finally:
+            release_dbt_duckdb()
     if not result.success:
         msg = f"dbt {command} failed on the warehouse {config.warehouse!r}; see the dbt task runs of this flow for the failing model or test"
         raise WarehouseError(msg)

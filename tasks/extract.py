@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,12 +84,17 @@ def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's per-value warnings, which would log header values (PHI)."""
     previous = config.settings.reading_validation_mode
     config.settings.reading_validation_mode = config.IGNORE
+    # pydicom also logs decoder failures with tracebacks; the caller reports them instead
+    pydicom_logger = logging.getLogger("pydicom")
+    previous_level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         config.settings.reading_validation_mode = previous
+        pydicom_logger.setLevel(previous_level)
 
 
 def sha256_hex(data: bytes) -> str:

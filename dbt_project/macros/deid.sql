@@ -21,7 +21,11 @@
     {{ return(adapter.dispatch('pseudo_uid', 'dicom_etl')(column)) }}
 {%- endmacro %}
 {% macro default__pseudo_uid(column) -%}
-    '2.25.' || (('0x' || substr({{ hmac_sha256(column) }}, 1, 32))::uhugeint)::varchar
+    {#- DuckDB 1.x casts at most 64 bits of hex at a time: two halves -#}
+    '2.25.' || (
+        (('0x' || substr({{ hmac_sha256(column) }}, 1, 16))::ubigint::uhugeint * 18446744073709551616::uhugeint)
+        + ('0x' || substr({{ hmac_sha256(column) }}, 17, 16))::ubigint
+    )::varchar
 {%- endmacro %}
 
 {# Per-patient date offset in days (1..365), stable for a patient, so intervals survive. #}

@@ -1,0 +1,47 @@
+"""Shared fixtures: sample DICOM folders, and one real Prefect server per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+PYDICOM_TEST_FILES = Path(__import__("pydicom.data", fromlist=["x"]).__file__).parent / "test_files"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server (Prefect's test harness), started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A small synthetic multi-patient set (3 patients, CT/MR/CR/US/OT)."""
+    from tasks.synthetic import generate_studies
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_studies(root, patients=3, studies_per_patient=2, series_per_study=2, images_per_series=2, seed=11)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pydicom_dir(tmp_path_factory) -> Path:
+    """pydicom's bundled test files: every odd kind of DICOM, and a few non-DICOM files."""
+    root = tmp_path_factory.mktemp("pydicom")
+    shutil.copytree(PYDICOM_TEST_FILES, root / "files")
+    return root / "files"
+
+
+@pytest.fixture
+def secret() -> str:
+    return "test-secret-not-for-production"

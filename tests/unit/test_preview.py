@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from tasks.deid import hmac_pads, pseudo_uid, pseudonym
+from tasks.preview import render_batch, render_preview, robust_to_uint8, window_to_uint8
+
+
+def test_window_maps_center_to_mid_grey_and_clips():
+    x = np.array([-1000.0, 40.0 - 200, 40.0, 40.0 + 200, 3000.0])
+    y = window_to_uint8(x, 40.0, 400.0)
+    assert y[0] == 0 and y[-1] == 255
+    assert 126 <= y[2] <= 129
+    assert y[1] <= 1 and y[3] >= 254
+
+
+def test_sixteen_bit_data_is_windowed_not_wrapped():
+    # a naive astype(uint8) wraps 256 -> 0; the window keeps the order of values
+    x = np.array([0, 255, 256, 4000], dtype=np.uint16)
+    y = robust_to_uint8(x, low=0, high=100)
+    assert list(np.argsort(y, kind="stable")) == [0, 1, 2, 3]
+    assert y[-1] == 255 and y[0] == 0
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)))
+
+
+def test_ct_preview_shows_soft_tissue_grey_and_air_black(pydicom_dir):
+    ds = pydicom.dcmread(pydicom_dir / "CT_small.dcm")
+    preview = render_preview(ds)
+    img = _decode(preview.jpeg)
+    assert img.shape == (128, 128)
+    assert img.std() > 20  # not a flat image
+
+
+def test_monochrome1_is_inverted(synthetic_dir):
+    cr = next(p for p in synthetic_dir.rglob("*") if p.is_file() and pydicom.dcmread(p).Modality == "CR")
+    ds = pydicom.dcmread(cr)
+    img = _decode(render_preview(ds).jpeg).astype(float)
+    # the synthetic CR is brightest (highest values) in the centre: MONOCHROME1 shows it dark
+    h, w = img.shape
+    assert img[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].mean() < img[:5, :5].mean()
+
+
+@pytest.mark.parametrize("name", ["examples_palette.dcm", "examples_ybr_color.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_colour_images_become_rgb(pydicom_dir, name):
+    ds = pydicom.dcmread(pydicom_dir / name)
+    preview = render_preview(ds, max_size=64)
+    img = _decode(preview.jpeg)
+    assert img.ndim == 3 and img.shape[2] == 3
+    assert max(preview.width, preview.height) <= 64
+
+
+def test_batch_names_previews_by_pseudonym_and_reports_decode_failures(pydicom_dir, tmp_path, secret):
+    good = pydicom_dir / "CT_small.dcm"
+    bad = pydicom_dir / "JPEG-lossy.dcm"  # 12-bit JPEG extended: no installed decoder
+    uid_good = pydicom.dcmread(good).SOPInstanceUID
+    previews, errors = render_batch(
+        tmp_path, [(good, "ct", uid_good), (bad, "bad", "1.2.3")], secret=secret
+    )
+    assert [p["source_key"] for p in previews] == ["ct"]
+    assert uid_good not in previews[0]["preview_key"]
+    assert pseudonym(uid_good, secret) in previews[0]["preview_key"]
+    assert (tmp_path / previews[0]["preview_key"]).read_bytes()[:2] == b"\xff\xd8"
+    assert [(e["source_key"], e["reason"]) for e in errors] == [("bad", "pixel_decode")]
+
+
+def test_pseudonyms_are_keyed_and_uids_valid(secret):
+    a = pseudo_uid("1.2.840.1", secret)
+    assert a == pseudo_uid("1.2.840.1", secret)
+    assert a != pseudo_uid("1.2.840.1", secret + "x")
+    assert a.startswith("2.25.") and len(a) <= 64 and a[5:].isdigit()
+    ipad, opad = hmac_pads(secret)
+    assert len(ipad) == len(opad) == 128
+    with pytest.raises(ValueError, match="secret"):
+        pseudonym("x", "")

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tasks.errors import SourceError
+from tasks.storage import batch_id, chunk, copy_local_objects, list_local_objects
+
+
+def test_lists_nested_files_with_any_name_and_skips_hidden(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "IM 1+2 é").write_bytes(b"x")
+    (tmp_path / "top.dcm").write_bytes(b"yy")
+    (tmp_path / ".DS_Store").write_bytes(b"z")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "f").write_bytes(b"z")
+    os.symlink(tmp_path / "top.dcm", tmp_path / "link.dcm")
+    objects = list_local_objects(tmp_path)
+    assert [o.key for o in objects] == ["a/b/IM 1+2 é", "top.dcm"]
+    assert objects[1].size == 2
+
+
+def test_missing_source_names_the_folder(tmp_path):
+    with pytest.raises(SourceError, match="nope"):
+        list_local_objects(tmp_path / "nope")
+
+
+def test_copy_is_skipped_when_raw_copy_is_current(tmp_path):
+    src, raw = tmp_path / "src", tmp_path / "raw"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"abc")
+    objects = list_local_objects(src)
+    [path] = copy_local_objects(src, raw, objects)
+    assert path.read_bytes() == b"abc"
+    path.write_bytes(b"abd")  # same size and, within a second, same mtime: a re-run skips it
+    os.utime(path, ns=(os.stat(src / "d" / "f").st_atime_ns, os.stat(src / "d" / "f").st_mtime_ns))
+    copy_local_objects(src, raw, objects)
+    assert path.read_bytes() == b"abd"
+    (src / "d" / "f").write_bytes(b"abcdef")  # changed at the source: copied again
+    copy_local_objects(src, raw, list_local_objects(src))
+    assert path.read_bytes() == b"abcdef"
+    assert not list(raw.rglob("*.partial"))
+
+
+def test_batches_and_ids_are_deterministic(tmp_path):
+    for i in range(5):
+        (tmp_path / f"f{i}").write_bytes(b"x" * i)
+    objects = list_local_objects(tmp_path)
+    batches = list(chunk(objects, 2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert batch_id(batches[0]) == batch_id(list_local_objects(tmp_path)[:2])
+    assert batch_id(batches[0]) != batch_id(batches[1])
+    with pytest.raises(ValueError, match="batch-size"):
+        list(chunk(objects, 0))
