@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import socket
@@ -165,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")
     server.set_defaults(func=cmd_server)
+
+    from flows.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
