@@ -1,26 +1,45 @@
-"""Render DICOM pixel data into 8-bit preview JPEGs, the way a viewer would show them.
+"""8-bit preview JPEGs of DICOM images, stored in the lake under pseudonymous names.
 
-The display pipeline of PS3.3 C.11 / PS3.4 N.2: modality LUT (rescale) -> VOI LUT
-(a VOI LUT sequence, else the first window with its VOI LUT function, else a robust
-min/max of the data) -> MONOCHROME1 inversion; colour images are converted to RGB
-(YBR decoded by pydicom, PALETTE COLOR through its lookup tables). Sixteen-bit data is
-never cast straight to 8 bits and never scaled by its maximum alone.
+Decoding and the display pipeline (modality LUT, VOI LUT / window, MONOCHROME1, colour)
+live in :mod:`tasks.pixels`; this module encodes JPEGs, names and stores them, and runs a
+batch, optionally on a process pool so a batch uses every core.
 """
 
 from __future__ import annotations
 
 import io
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from tasks.deid import pseudonym
+from tasks.errors import Reason
 from tasks.extract import quiet_pydicom
+from tasks.pixels import display_frame, frame_count, middle_frame, robust_to_uint8, window_to_uint8
+
+__all__ = [
+    "Preview",
+    "PreviewOptions",
+    "encode_jpeg",
+    "make_process_pool",
+    "middle_frame",
+    "preview_key",
+    "render_batch",
+    "render_preview",
+    "robust_to_uint8",
+    "window_to_uint8",
+    "write_preview",
+]
+
+Frames = Literal["middle", "all"]
 
 
 @dataclass(frozen=True)
@@ -33,103 +52,39 @@ class Preview:
     frame_index: int
 
 
-def middle_frame(ds: Dataset) -> int:
-    """Index of the frame a single preview shows: the middle one."""
-    try:
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    return max(frames, 1) // 2
-
-
-def _first(value: object) -> float:
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        value = value[0]
-    return float(value)  # type: ignore[arg-type]
-
-
-def window_to_uint8(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """Apply a VOI window (PS3.3 C.11.2.1.2) and map the result onto 0..255.
+@dataclass(frozen=True)
+class PreviewOptions:
+    """How previews are rendered.
 
     Parameters
     ----------
-    arr : numpy.ndarray
-        Values after the modality LUT.
-    center, width : float
-        Window centre and width.
-    function : {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
-        The VOI LUT function.
+    max_size : int, default 512
+        Longest side in pixels; larger images are downscaled (never upscaled).
+    quality : int, default 85
+        JPEG quality, 1-95.
+    frames : {"middle", "all"}, default "middle"
+        ``"all"`` also writes every frame of a multi-frame image next to the main preview.
+    """
+
+    max_size: int = 512
+    quality: int = 85
+    frames: Frames = "middle"
+
+
+def encode_jpeg(display: np.ndarray, *, max_size: int = 512, quality: int = 85) -> tuple[bytes, int, int]:
+    """Encode an 8-bit greyscale or RGB array as a JPEG no larger than ``max_size``.
 
     Returns
     -------
-    numpy.ndarray of uint8
+    jpeg, width, height : bytes, int, int
     """
-    x = arr.astype(np.float64, copy=False)
-    function = (function or "LINEAR").strip().upper()
-    if function == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))
-    elif function == "LINEAR_EXACT":
-        y = (x - center) / max(width, 1e-6) + 0.5
-    else:
-        w = max(width, 1.0)
-        y = (x - (center - 0.5)) / max(w - 1.0, 1.0) + 0.5
-    return (np.clip(y, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def robust_to_uint8(arr: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Map data onto 0..255 between two percentiles (no window in the header)."""
-    x = arr.astype(np.float64, copy=False)
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return np.zeros(x.shape, np.uint8)
-    lo, hi = np.percentile(finite, [low, high])
-    if hi <= lo:
-        lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        return np.zeros(x.shape, np.uint8)
-    return (np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def to_display(arr: np.ndarray, ds: Dataset) -> np.ndarray:
-    """One decoded frame to an 8-bit greyscale (H, W) or RGB (H, W, 3) array.
-
-    Parameters
-    ----------
-    arr : numpy.ndarray
-        A single decoded frame, as pydicom returns it (YBR already converted to RGB).
-    ds : Dataset
-        The instance's header.
-    """
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        bits = 16 if rgb.dtype.itemsize > 1 or rgb.max() > 255 else 8
-        return (rgb >> 8).astype(np.uint8) if bits == 16 else rgb.astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        rgb = arr[..., :3]
-        if rgb.dtype == np.uint8:
-            return rgb
-        return robust_to_uint8(rgb, low=0.0, high=100.0)
-    values = apply_modality_lut(arr, ds)
-    if "VOILUTSequence" in ds and ds.VOILUTSequence:
-        lut = ds.VOILUTSequence[0]
-        out = apply_voi_lut(arr if values is arr else values, ds, prefer_lut=True)
-        bits = int(lut.LUTDescriptor[2]) or 16
-        display = (np.clip(out / float((1 << bits) - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        try:
-            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        except (TypeError, ValueError, IndexError):
-            center = width = None
-        if center is not None and width and width > 0:
-            display = window_to_uint8(values, center, width, str(ds.get("VOILUTFunction", "LINEAR")))
-        else:
-            display = robust_to_uint8(values)
-    else:
-        display = robust_to_uint8(values)
-    if photometric == "MONOCHROME1":
-        display = 255 - display
-    return display
+    image = Image.fromarray(np.ascontiguousarray(display), mode="RGB" if display.ndim == 3 else "L")
+    if max(image.size) > max_size:
+        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buf = io.BytesIO()
+    # 4:2:0 chroma blurs saturated edges (colour overlays, text); keep full chroma at high quality
+    image.save(buf, format="JPEG", quality=quality, subsampling="4:4:4" if quality >= 90 else "4:2:0")
+    return buf.getvalue(), image.width, image.height
 
 
 def render_preview(
@@ -138,6 +93,7 @@ def render_preview(
     frame: int | None = None,
     max_size: int = 512,
     quality: int = 85,
+    percentiles: Sequence[float] = (0.5, 99.5),
 ) -> Preview:
     """Decode one frame of an instance and encode it as an 8-bit JPEG.
 
@@ -151,6 +107,8 @@ def render_preview(
         Longest side of the preview in pixels; larger images are downscaled.
     quality : int, default 85
         JPEG quality, 1-95.
+    percentiles : (float, float), default (0.5, 99.5)
+        Black and white points when the header has no window (see :func:`tasks.pixels.to_display`).
 
     Returns
     -------
@@ -163,21 +121,20 @@ def render_preview(
         into a ``pixel_decode`` error.
     """
     index = middle_frame(ds) if frame is None else frame
-    with quiet_pydicom():
-        frames = int(ds.get("NumberOfFrames") or 1)
-        arr = pixel_array(ds, index=index) if frames > 1 else ds.pixel_array
-        display = to_display(arr, ds)
-    image = Image.fromarray(display, mode="RGB" if display.ndim == 3 else "L")
-    if max(image.size) > max_size:
-        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality, optimize=False)
-    return Preview(buf.getvalue(), image.width, image.height, index)
+    display = display_frame(ds, index, percentiles=percentiles)
+    jpeg, width, height = encode_jpeg(display, max_size=max_size, quality=quality)
+    return Preview(jpeg, width, height, index)
 
 
-def preview_key(image_id: str) -> str:
-    """Lake key of a preview; ``image_id`` is a pseudonym, so the name carries no PHI."""
-    return f"previews/{image_id[:2]}/{image_id}.jpg"
+def preview_key(image_id: str, frame: int | None = None) -> str:
+    """Lake key of a preview; ``image_id`` is a pseudonym, so the name carries no PHI.
+
+    The main preview is ``previews/<xx>/<id>.jpg``; with every frame rendered, frame ``n``
+    is ``previews/<xx>/<id>/frame-<nnnn>.jpg``.
+    """
+    if frame is None:
+        return f"previews/{image_id[:2]}/{image_id}.jpg"
+    return f"previews/{image_id[:2]}/{image_id}/frame-{frame:04d}.jpg"
 
 
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
@@ -189,23 +146,82 @@ def write_preview(lake: Path, key: str, preview: Preview) -> None:
     tmp.replace(path)
 
 
+def render_file(
+    lake: Path, path: Path, key: str, sop_uid: str, image_id: str, options: PreviewOptions
+) -> tuple[dict | None, dict | None]:
+    """Render and store the preview(s) of one file: ``(previews row, None)`` or ``(None, error row)``.
+
+    A top-level function of plain arguments, so a process pool can run it.
+    """
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, force=True)
+        main = render_preview(ds, max_size=options.max_size, quality=options.quality)
+        extra: list[tuple[int, Preview]] = []
+        if options.frames == "all" and frame_count(ds) > 1:
+            extra = [
+                (i, main if i == main.frame_index else render_preview(ds, frame=i, max_size=options.max_size, quality=options.quality))
+                for i in range(frame_count(ds))
+            ]
+    except Exception as exc:  # any decoder failure is this file's, not the batch's
+        return None, {
+            "source_key": key,
+            "SOPInstanceUID": sop_uid,
+            "stage": "preview",
+            "reason": str(Reason.PIXEL_DECODE),
+            "detail": (
+                f"pixel data could not be decoded ({type(exc).__name__}: {exc}); "
+                "metadata rows are kept, no preview"
+            )[:500],
+        }
+    pkey = preview_key(image_id)
+    write_preview(lake, pkey, main)
+    for i, frame_preview in extra:
+        write_preview(lake, preview_key(image_id, i), frame_preview)
+    return {
+        "SOPInstanceUID": sop_uid,
+        "source_key": key,
+        "preview_key": pkey,
+        "preview_bytes": len(main.jpeg),
+        "preview_width": main.width,
+        "preview_height": main.height,
+        "frame_index": main.frame_index,
+    }, None
+
+
+def _render_file_star(args: tuple) -> tuple[dict | None, dict | None]:
+    return render_file(*args)
+
+
+def make_process_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool for :func:`render_batch` (forkserver: safe beside Prefect's threads)."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
 def render_batch(
     lake: Path,
-    images: list[tuple[Path, str, str]],
+    images: Sequence[tuple[Path, str, str]],
     *,
     secret: str,
-    max_size: int = 512,
-    quality: int = 85,
+    options: PreviewOptions | None = None,
+    executor: Executor | None = None,
+    max_size: int | None = None,
+    quality: int | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Render and store the previews of a batch of images.
 
     Parameters
     ----------
     lake : Path
-    images : list of (path, source key, SOPInstanceUID)
+    images : sequence of (path, source key, SOPInstanceUID)
         Files known to carry pixel data.
     secret : str
         De-identification secret; the preview's name is the image's pseudonym.
+    options : PreviewOptions, optional
+        Size, quality and frames; ``max_size``/``quality`` override its fields.
+    executor : concurrent.futures.Executor, optional
+        Run the files on this pool (see :func:`make_process_pool`); in this process if None.
 
     Returns
     -------
@@ -213,35 +229,16 @@ def render_batch(
         Rows for the ``previews`` table and ``ingest_errors`` rows (reason
         ``pixel_decode``) for images whose pixels could not be decoded.
     """
-    previews: list[dict] = []
-    errors: list[dict] = []
-    for path, key, sop_uid in images:
-        try:
-            with quiet_pydicom():
-                ds = pydicom.dcmread(path, force=True)
-            preview = render_preview(ds, max_size=max_size, quality=quality)
-        except Exception as exc:  # any decoder failure is this file's, not the batch's
-            errors.append(
-                {
-                    "source_key": key,
-                    "SOPInstanceUID": sop_uid,
-                    "stage": "preview",
-                    "reason": "pixel_decode",
-                    "detail": f"{type(exc).__name__}: {exc}"[:500],
-                }
-            )
-            continue
-        pkey = preview_key(pseudonym(sop_uid, secret))
-        write_preview(lake, pkey, preview)
-        previews.append(
-            {
-                "SOPInstanceUID": sop_uid,
-                "source_key": key,
-                "preview_key": pkey,
-                "preview_bytes": len(preview.jpeg),
-                "preview_width": preview.width,
-                "preview_height": preview.height,
-                "frame_index": preview.frame_index,
-            }
-        )
+    opts = options or PreviewOptions()
+    if max_size is not None or quality is not None:
+        opts = PreviewOptions(max_size or opts.max_size, quality or opts.quality, opts.frames)
+    jobs = [(lake, Path(p), key, uid, pseudonym(uid, secret), opts) for p, key, uid in images]
+    if executor is None or len(jobs) < 2:
+        results = [_render_file_star(job) for job in jobs]
+    else:
+        workers = getattr(executor, "_max_workers", 2)
+        chunksize = max(1, len(jobs) // (workers * 4))
+        results = list(executor.map(_render_file_star, jobs, chunksize=chunksize))
+    previews = [row for row, _ in results if row is not None]
+    errors = [err for _, err in results if err is not None]
     return previews, errors

@@ -1,0 +1,255 @@
+"""Decode DICOM pixel data and map it to 8-bit display values, the way a viewer shows it.
+
+The greyscale display pipeline of PS3.3 C.11 / PS3.4 N.2, in order:
+
+1. modality LUT: a Modality LUT Sequence, else RescaleSlope/RescaleIntercept;
+2. VOI LUT: a VOI LUT Sequence, else the first window (WindowCenter/WindowWidth) with its
+   VOILUTFunction (LINEAR, LINEAR_EXACT, SIGMOID), else a robust min/max of the data;
+3. presentation: MONOCHROME1 is inverted.
+
+Enhanced (multi-frame) objects keep these attributes in the shared or per-frame functional
+groups; they are looked up there for the frame shown. Colour images become sRGB: YBR_* is
+converted by pydicom's decoders, PALETTE COLOR goes through its (8 or 16-bit, possibly
+segmented) lookup tables, and RGB with more than 8 bits stored is scaled by its bit depth.
+Sixteen-bit data is never cast straight to 8 bits, and never scaled by its maximum alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from tasks.extract import quiet_pydicom
+
+VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
+
+#: Attributes of the display pipeline that enhanced objects put in functional groups.
+_GROUP_SEQUENCES = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+def frame_count(ds: Dataset) -> int:
+    """Number of frames of an instance (1 when NumberOfFrames is absent or invalid)."""
+    try:
+        return max(int(ds.get("NumberOfFrames") or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def middle_frame(ds: Dataset) -> int:
+    """Index of the frame a single preview shows: the middle one."""
+    return frame_count(ds) // 2
+
+
+def _first(value: object) -> float:
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0]
+    return float(value)  # type: ignore[arg-type]
+
+
+def display_attributes(ds: Dataset, frame: int = 0) -> Dataset:
+    """The header with the display attributes of ``frame`` lifted to the top level.
+
+    Enhanced CT/MR/XA objects carry rescale and window values in
+    ``SharedFunctionalGroupsSequence`` or ``PerFrameFunctionalGroupsSequence`` (PS3.3
+    C.7.6.16) instead of the top level. Top-level values win; otherwise per-frame values,
+    then shared ones, are copied into a shallow copy of ``ds``.
+    """
+    groups: list[Dataset] = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and frame < len(per_frame):
+        groups.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    if not groups:
+        return ds
+    out = Dataset()
+    out.update(ds)  # shallow: elements are shared, not copied
+    out.file_meta = getattr(ds, "file_meta", Dataset())
+    for group in groups:
+        for seq_name in _GROUP_SEQUENCES:
+            items = group.get(seq_name)
+            if not items:
+                continue
+            for elem in items[0]:
+                if elem.keyword and elem.keyword not in out:
+                    out[elem.tag] = elem
+    return out
+
+
+def window_to_uint8(
+    arr: np.ndarray, center: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """Apply a VOI window (PS3.3 C.11.2.1.2) and map the result onto 0..255.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Values after the modality LUT.
+    center, width : float
+        Window centre and width.
+    function : {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
+        The VOI LUT function; anything else is treated as LINEAR.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+    """
+    x = arr.astype(np.float32, copy=False)
+    function = (function or "LINEAR").strip().upper()
+    if function == "SIGMOID":
+        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))
+    elif function == "LINEAR_EXACT":
+        y = (x - center) / max(width, 1e-6) + 0.5
+    else:
+        w = max(width, 1.0)
+        y = (x - (center - 0.5)) / max(w - 1.0, 1.0) + 0.5
+    return _unit_to_uint8(y)
+
+
+def _unit_to_uint8(y: np.ndarray) -> np.ndarray:
+    out = np.clip(y, 0.0, 1.0)
+    out *= 255.0
+    out += 0.5
+    return out.astype(np.uint8)
+
+
+def robust_to_uint8(
+    arr: np.ndarray, *, low: float = 0.5, high: float = 99.5
+) -> np.ndarray:
+    """Map data onto 0..255 between two percentiles (used when the header has no window).
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+    low, high : float
+        Percentiles mapped to black and white; ``0`` and ``100`` give a plain min/max.
+    """
+    x = arr.astype(np.float32, copy=False)
+    sample = x if x.size <= 1 << 18 else x.ravel()[:: x.size // (1 << 18) + 1]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    if low <= 0 and high >= 100:
+        lo, hi = float(finite.min()), float(finite.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(x.shape, np.uint8)
+    return _unit_to_uint8((np.nan_to_num(x) - lo) / (hi - lo))
+
+
+def _voi_lut_to_uint8(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+    lut = ds.VOILUTSequence[0]
+    declared = int(lut.LUTDescriptor[2]) or 16
+    # some writers declare 16 bits and fill 12: scale by the bits the table actually uses
+    data_max = int(np.max(out)) if out.size else 0
+    bits = min(declared, max(int(data_max).bit_length(), 8))
+    return _unit_to_uint8(out.astype(np.float32) / float((1 << bits) - 1))
+
+
+def _palette_to_rgb(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    rgb = apply_color_lut(arr, ds)
+    if rgb.dtype == np.uint8:
+        return rgb
+    # 16-bit entries; a few writers store 8-bit values in them (the max tells)
+    if int(rgb.max()) <= 255:
+        return rgb.astype(np.uint8)
+    return (rgb >> 8).astype(np.uint8)
+
+
+def to_display(
+    arr: np.ndarray,
+    ds: Dataset,
+    *,
+    percentiles: Sequence[float] = (0.5, 99.5),
+) -> np.ndarray:
+    """One decoded frame to an 8-bit greyscale (H, W) or RGB (H, W, 3) array.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        A single decoded frame as pydicom returns it (YBR already converted to RGB).
+    ds : Dataset
+        The instance's header (use :func:`display_attributes` for enhanced objects).
+    percentiles : (float, float), default (0.5, 99.5)
+        Data percentiles mapped to black and white when the header has neither a VOI LUT
+        nor a window; ``(0, 100)`` is a plain min/max.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        return _palette_to_rgb(arr, ds)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        if rgb.dtype == np.uint8:
+            return rgb
+        if np.issubdtype(rgb.dtype, np.integer):
+            bits = int(ds.get("BitsStored") or rgb.dtype.itemsize * 8)
+            return _unit_to_uint8(rgb.astype(np.float32) / float((1 << bits) - 1))
+        return robust_to_uint8(rgb, low=0.0, high=100.0)
+    values = apply_modality_lut(arr, ds)
+    voi_lut = ds.get("VOILUTSequence")
+    if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
+        display = _voi_lut_to_uint8(values, ds)
+    else:
+        window = _window(ds)
+        if window is not None:
+            center, width = window
+            display = window_to_uint8(values, center, width, str(ds.get("VOILUTFunction") or "LINEAR"))
+        else:
+            low, high = percentiles
+            display = robust_to_uint8(values, low=low, high=high)
+    if photometric == "MONOCHROME1":
+        display = 255 - display
+    return display
+
+
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+        return None
+    try:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not np.isfinite(center) or not np.isfinite(width) or width <= 0:
+        return None
+    return center, width
+
+
+def decode_frame(ds: Dataset, index: int) -> np.ndarray:
+    """Decode one frame of an instance (YBR converted to RGB).
+
+    Raises
+    ------
+    Exception
+        Whatever the decoder raises for pixel data it cannot decode (no plugin for the
+        transfer syntax, corrupt codestream); the caller turns it into ``pixel_decode``.
+    """
+    with quiet_pydicom():
+        if frame_count(ds) > 1:
+            return pixel_array(ds, index=index)
+        return ds.pixel_array
+
+
+def display_frame(
+    ds: Dataset,
+    index: int,
+    *,
+    percentiles: Sequence[float] = (0.5, 99.5),
+) -> np.ndarray:
+    """Decode frame ``index`` of ``ds`` and run the display pipeline on it (8-bit)."""
+    arr = decode_frame(ds, index)
+    with quiet_pydicom():
+        return to_display(arr, display_attributes(ds, index), percentiles=percentiles)
