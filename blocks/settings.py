@@ -33,6 +33,11 @@ class DicomPipelineSettings(Block):
     dbt_target: str = Field(default="duckdb", description="profiles.yml target: duckdb or snowflake.")
     batch_size: int = Field(default=200, ge=1, description="Files per extraction task.")
     deid_secret: SecretStr = Field(description="Key of the HMAC pseudonyms. Never logged.")
+    compression: str = Field(
+        default="local",
+        description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
+        "or a deployment name compress-dicom/<name>.",
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.settings import resolve_config
 from flows.warehouse import build_warehouse
 from tasks.lake import ensure_table_schemas
-from tasks.prefect_tasks import copy_to_raw, extract_to_lake, list_source, render_previews
+from flows.compress import compression_target, submit_compression
+from tasks.prefect_tasks import copy_to_raw, extract_to_lake, list_source
 from tasks.storage import batch_id, chunk
 
 
@@ -28,6 +29,8 @@ def ingest_dicom(
     previews: bool = True,
     run_dbt: bool = True,
     settings_block: str | None = None,
+    compression: str | None = None,
+    transcode: bool = False,
 ) -> dict:
     """Ingest a folder of DICOM files into the lake and build the warehouse."""
     config = resolve_config(settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size)
@@ -35,6 +38,7 @@ def ingest_dicom(
     ingested_at = datetime.now(UTC)
     ensure_table_schemas(Path(config.lake))
 
+    target = compression_target(settings_block, compression) if previews else "local"
     objects = list_source(config.source)
     outcomes = []
     for batch in chunk(objects, config.batch_size):
@@ -44,10 +48,10 @@ def ingest_dicom(
             config.lake, bid, batch, raw, ingested_at
         )
         outcomes.append(extracted)
-        if previews:
+        if previews:  # in process, or on the compress-dicom deployment (flows/compress.py)
             outcomes.append(
-                render_previews.with_options(task_run_name=f"previews-{bid}").submit(
-                    config.lake, extracted, ingested_at, config.deid_secret
+                submit_compression(
+                    target, config, extracted, ingested_at, bid, settings_block=settings_block, transcode=transcode
                 )
             )
     wait(outcomes)

@@ -17,6 +17,10 @@ class WarehouseError(DicomEtlError):
     """The warehouse build (dbt) failed."""
 
 
+class CompressionError(DicomEtlError):
+    """A remote compression run (the compress-dicom deployment) did not complete."""
+
+
 class FileRejected(DicomEtlError):
     """A single input file cannot be used; it is quarantined, the batch goes on.
 

@@ -23,8 +23,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
-from tasks.extract import quiet_pydicom
 
 VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
 
@@ -100,23 +100,31 @@ def window_to_uint8(
     -------
     numpy.ndarray of uint8
     """
-    x = arr.astype(np.float32, copy=False)
+    x = arr.astype(np.float32)  # a copy: the steps below work in place
     function = (function or "LINEAR").strip().upper()
     if function == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))
-    elif function == "LINEAR_EXACT":
-        y = (x - center) / max(width, 1e-6) + 0.5
+        x -= center
+        x *= -4.0 / max(width, 1e-6)
+        np.exp(x, out=x)
+        x += 1.0
+        np.reciprocal(x, out=x)
+        return _unit_to_uint8(x)
+    if function == "LINEAR_EXACT":
+        scale, offset = 1.0 / max(width, 1e-6), 0.5 - center / max(width, 1e-6)
     else:
-        w = max(width, 1.0)
-        y = (x - (center - 0.5)) / max(w - 1.0, 1.0) + 0.5
-    return _unit_to_uint8(y)
+        w = max(max(width, 1.0) - 1.0, 1.0)
+        scale, offset = 1.0 / w, 0.5 - (center - 0.5) / w
+    x *= scale
+    x += offset
+    return _unit_to_uint8(x)
 
 
 def _unit_to_uint8(y: np.ndarray) -> np.ndarray:
-    out = np.clip(y, 0.0, 1.0)
-    out *= 255.0
-    out += 0.5
-    return out.astype(np.uint8)
+    """0..1 floats to 0..255 bytes, rounding; works in place on ``y``."""
+    y *= 255.0
+    y += 0.5
+    np.clip(y, 0.0, 255.0, out=y)
+    return y.astype(np.uint8)
 
 
 def robust_to_uint8(
@@ -199,7 +207,7 @@ def to_display(
             bits = int(ds.get("BitsStored") or rgb.dtype.itemsize * 8)
             return _unit_to_uint8(rgb.astype(np.float32) / float((1 << bits) - 1))
         return robust_to_uint8(rgb, low=0.0, high=100.0)
-    values = apply_modality_lut(arr, ds)
+    values = _modality(arr, ds)
     voi_lut = ds.get("VOILUTSequence")
     if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
         display = _voi_lut_to_uint8(values, ds)
@@ -214,6 +222,23 @@ def to_display(
     if photometric == "MONOCHROME1":
         display = 255 - display
     return display
+
+
+def _modality(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The modality LUT; rescale in float32 (pydicom's float64 is twice the work)."""
+    if "ModalityLUTSequence" in ds:
+        return apply_modality_lut(arr, ds)
+    try:
+        slope = float(ds.get("RescaleSlope") or 1.0)
+        intercept = float(ds.get("RescaleIntercept") or 0.0)
+    except (TypeError, ValueError):
+        return apply_modality_lut(arr, ds)
+    if slope == 1.0 and intercept == 0.0:
+        return arr
+    out = arr.astype(np.float32)
+    out *= slope
+    out += intercept
+    return out
 
 
 def _window(ds: Dataset) -> tuple[float, float] | None:
@@ -231,16 +256,32 @@ def _window(ds: Dataset) -> tuple[float, float] | None:
 def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     """Decode one frame of an instance (YBR converted to RGB).
 
+    Wrap calls in :func:`tasks.extract.quiet_pydicom`: pydicom's warnings can carry
+    header values (PHI).
+
     Raises
     ------
     Exception
         Whatever the decoder raises for pixel data it cannot decode (no plugin for the
         transfer syntax, corrupt codestream); the caller turns it into ``pixel_decode``.
     """
-    with quiet_pydicom():
-        if frame_count(ds) > 1:
-            return pixel_array(ds, index=index)
-        return ds.pixel_array
+    plugin = _fast_plugin(ds)
+    if plugin:
+        try:
+            return pixel_array(ds, index=index if frame_count(ds) > 1 else None, decoding_plugin=plugin)
+        except Exception:  # noqa: BLE001 - the preferred plugin refused: let pydicom try them all
+            pass
+    if frame_count(ds) > 1:
+        return pixel_array(ds, index=index)
+    return ds.pixel_array
+
+
+def _fast_plugin(ds: Dataset) -> str:
+    # pydicom tries pylibjpeg first for JPEG-LS; CharLS (pyjpegls) decodes it ~10x faster
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts in (JPEGLSLossless, JPEGLSNearLossless):
+        return "pyjpegls"
+    return ""
 
 
 def display_frame(
@@ -251,5 +292,4 @@ def display_frame(
 ) -> np.ndarray:
     """Decode frame ``index`` of ``ds`` and run the display pipeline on it (8-bit)."""
     arr = decode_frame(ds, index)
-    with quiet_pydicom():
-        return to_display(arr, display_attributes(ds, index), percentiles=percentiles)
+    return to_display(arr, display_attributes(ds, index), percentiles=percentiles)

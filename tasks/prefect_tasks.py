@@ -6,7 +6,12 @@ input, a missing folder), so a corrupt file is never retried.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,10 +21,11 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.entities import INGEST_ERRORS, PREVIEWS
-from tasks.errors import DicomEtlError
+from tasks.errors import CompressionError, DicomEtlError
 from tasks.extract import Lineage, SourceFile, extract_batch
 from tasks.lake import quarantine_copy, write_tables
-from tasks.preview import render_batch
+from tasks.preview import PreviewOptions, make_process_pool, render_batch
+from tasks.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
 from tasks.storage import RAW_ZONE, ObjectInfo, copy_local_objects, list_local_objects
 
 
@@ -98,26 +104,116 @@ def extract_to_lake(
     )
 
 
+def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """The process pool preview and archive tasks share (one per process, reused by batches).
+
+    Workers start once (forkserver) and stay for the life of the process, so a batch
+    pays no start-up cost; ``workers <= 1`` renders in the task's own thread.
+    """
+    if workers <= 1:
+        return None
+    return _pool(workers)
+
+
+@functools.cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    pool = make_process_pool(workers)
+    atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+    return pool
+
+
+def _on_pool(fn, workers: int):  # noqa: ANN001, ANN202 - fn(executor) -> result
+    """Run ``fn`` on the shared pool; if a worker died (out of memory), once more in-thread."""
+    try:
+        return fn(shared_process_pool(workers))
+    except BrokenProcessPool:
+        _pool.cache_clear()
+        get_run_logger().warning("A preview worker process died; rendering this batch in-process")
+        return fn(None)
+
+
 @task(name="render-previews", **IO_RETRIES)
 def render_previews(
-    lake: str, outcome: BatchOutcome, ingested_at: datetime, secret: str, max_size: int = 512, quality: int = 85
+    lake: str,
+    outcome: BatchOutcome,
+    ingested_at: datetime,
+    secret: str,
+    max_size: int = 512,
+    quality: int = 85,
+    frames: str = "middle",
+    transcode: bool = False,
+    workers: int | None = None,
 ) -> BatchOutcome:
-    """Render the preview JPEGs of a batch and write the previews table."""
+    """Render the preview JPEGs of a batch (and optionally archive copies), write their tables."""
     lineage = Lineage(outcome.batch_id, ingested_at)
     images = [(Path(p), k, u) for p, k, u in outcome.pixel_images]
-    previews, errors = render_batch(Path(lake), images, secret=secret, max_size=max_size, quality=quality)
     lake_path = Path(lake)
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    options = PreviewOptions(max_size=max_size, quality=quality, frames=frames)  # type: ignore[arg-type]
+    previews, errors = _on_pool(
+        lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
+    )
     extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
     for err in errors:
         err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
         err.update(file_size=None, content_hash=None)
-    frames = {
+    frames_out = {
         PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
         INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
     }
-    rows = write_tables(lake_path, frames, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
+    archived = 0
+    if transcode:
+        archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
+        frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
+        before, after = storage_saved(archives)
+        archived = sum(a["status"] == "archived" for a in archives)
+        get_run_logger().info(
+            "Batch %s: %d of %d images archived losslessly, %.1f MB -> %.1f MB",
+            outcome.batch_id, archived, len(archives), before / 1e6, after / 1e6,
+        )
+    rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
+    counts = {"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]}
+    if transcode:
+        counts["archived"] = archived
     return BatchOutcome(
         batch_id=outcome.batch_id,
-        rows={"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]},
+        rows=counts,
         errors=[{k: e[k] for k in ("source_key", "reason", "detail")} for e in errors],
     )
+
+
+@task(name="compress-remote")
+def compress_remote(
+    deployment: str,
+    lake: str,
+    outcome: BatchOutcome,
+    ingested_at: datetime,
+    settings_block: str | None = None,
+    transcode: bool = False,
+) -> BatchOutcome:
+    """Run the compress-dicom deployment on one batch, wait for it, return what it produced.
+
+    Only source keys and UIDs travel; the remote run resolves the secret from
+    ``settings_block`` (or its own environment).
+    """
+    from prefect.deployments import run_deployment
+
+    parameters = {
+        "lake": lake,
+        "batch_id": outcome.batch_id,
+        "images": [[key, uid] for _, key, uid in outcome.pixel_images],
+        "ingested_at": ingested_at.isoformat(),
+        "settings_block": settings_block,
+        "transcode": transcode,
+    }
+    run = run_deployment(deployment, parameters=parameters, timeout=None)
+    state = run.state
+    if state is None or not state.is_completed():
+        msg = (
+            f"compression run {run.name!r} of deployment {deployment!r} ended "
+            f"{state.name if state else 'without a state'}; see that flow run's logs, "
+            "and check a worker is polling its work pool"
+        )
+        raise CompressionError(msg)
+    result = state.result()
+    return BatchOutcome(batch_id=outcome.batch_id, rows=result["rows"], errors=result["errors"])

@@ -120,6 +120,13 @@ def render_preview(
         Whatever the decoder raises for pixel data it cannot decode; the caller turns it
         into a ``pixel_decode`` error.
     """
+    with quiet_pydicom():
+        return _render(ds, frame=frame, max_size=max_size, quality=quality, percentiles=percentiles)
+
+
+def _render(
+    ds: Dataset, *, frame: int | None, max_size: int, quality: int, percentiles: Sequence[float] = (0.5, 99.5)
+) -> Preview:
     index = middle_frame(ds) if frame is None else frame
     display = display_frame(ds, index, percentiles=percentiles)
     jpeg, width, height = encode_jpeg(display, max_size=max_size, quality=quality)
@@ -140,7 +147,8 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
     path = lake / key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_bytes(preview.jpeg)
     tmp.replace(path)
@@ -154,15 +162,15 @@ def render_file(
     A top-level function of plain arguments, so a process pool can run it.
     """
     try:
-        with quiet_pydicom():
+        with quiet_pydicom():  # once per file: it resets logging caches, which is not free
             ds = pydicom.dcmread(path, force=True)
-        main = render_preview(ds, max_size=options.max_size, quality=options.quality)
-        extra: list[tuple[int, Preview]] = []
-        if options.frames == "all" and frame_count(ds) > 1:
-            extra = [
-                (i, main if i == main.frame_index else render_preview(ds, frame=i, max_size=options.max_size, quality=options.quality))
-                for i in range(frame_count(ds))
-            ]
+            main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
+            extra: list[tuple[int, Preview]] = []
+            if options.frames == "all" and frame_count(ds) > 1:
+                extra = [
+                    (i, main if i == main.frame_index else _render(ds, frame=i, max_size=options.max_size, quality=options.quality))
+                    for i in range(frame_count(ds))
+                ]
     except Exception as exc:  # any decoder failure is this file's, not the batch's
         return None, {
             "source_key": key,

@@ -80,3 +80,65 @@ def test_pseudonyms_are_keyed_and_uids_valid(secret):
     assert len(ipad) == len(opad) == 128
     with pytest.raises(ValueError, match="secret"):
         pseudonym("x", "")
+
+
+def test_multiframe_renders_middle_frame_and_optionally_every_frame(pydicom_dir, tmp_path, secret):
+    from tasks.preview import PreviewOptions, preview_key
+
+    path = pydicom_dir / "examples_ybr_color.dcm"  # 30 frames
+    uid = pydicom.dcmread(path).SOPInstanceUID
+    previews, errors = render_batch(
+        tmp_path, [(path, "us", uid)], secret=secret, options=PreviewOptions(max_size=64, frames="all")
+    )
+    assert not errors and previews[0]["frame_index"] == 15
+    image_id = pseudonym(uid, secret)
+    frames = sorted((tmp_path / preview_key(image_id, 0)).parent.glob("frame-*.jpg"))
+    assert len(frames) == 30
+    assert (tmp_path / previews[0]["preview_key"]).read_bytes() == (tmp_path / preview_key(image_id, 15)).read_bytes()
+
+
+def test_process_pool_gives_the_same_rows_as_in_process(pydicom_dir, tmp_path, secret):
+    from tasks.preview import make_process_pool
+
+    names = ["CT_small.dcm", "MR_small.dcm", "examples_palette.dcm", "JPEG-lossy.dcm", "rtdose.dcm"]
+    images = [(pydicom_dir / n, n, f"1.2.{i}") for i, n in enumerate(names)]
+    alone = render_batch(tmp_path / "a", images, secret=secret)
+    with make_process_pool(2) as pool:
+        pooled = render_batch(tmp_path / "b", images, secret=secret, executor=pool)
+    assert alone == pooled
+    assert [e["source_key"] for e in pooled[1]] == ["JPEG-lossy.dcm"]
+
+
+def test_quality_and_max_size_options(pydicom_dir):
+    ds = pydicom.dcmread(pydicom_dir / "examples_palette.dcm")  # 800 x 600
+    small = render_preview(ds, max_size=200, quality=30)
+    large = render_preview(ds, max_size=2000, quality=95)
+    assert max(small.width, small.height) == 200
+    assert (large.width, large.height) == (ds.Columns, ds.Rows)  # never upscaled
+    assert len(small.jpeg) < len(large.jpeg)
+
+
+def test_enhanced_multiframe_uses_functional_group_window_and_rescale():
+    from pydicom.dataset import Dataset
+
+    from tasks.pixels import display_attributes, to_display
+
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    shared = Dataset()
+    pvt = Dataset()
+    pvt.RescaleSlope, pvt.RescaleIntercept = 1, -1000
+    shared.PixelValueTransformationSequence = [pvt]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for center in (0, 500):
+        item, voi = Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = center, 100
+        item.FrameVOILUTSequence = [voi]
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    arr = np.array([[1000, 1500]], dtype=np.uint16)  # -> 0 and 500 after rescale
+    first = to_display(arr, display_attributes(ds, 0))
+    second = to_display(arr, display_attributes(ds, 1))
+    assert 120 <= first[0, 0] <= 135 and first[0, 1] == 255
+    assert second[0, 0] == 0 and 120 <= second[0, 1] <= 135

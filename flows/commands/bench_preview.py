@@ -1,0 +1,119 @@
+"""``python -m flows bench-previews``: preview throughput of the pipeline vs a bare loop.
+
+Both run over the same files in the same process and run: the bare loop is what a script
+would do on one core (dcmread -> pixel_array -> rescale + window -> Pillow JPEG); the
+pipeline is the preview stage as the ``render-previews`` task runs it (tasks.preview's
+render_batch on a reused process pool, full display pipeline, files written to a lake).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench-previews",
+        help="measure preview throughput (images/s, MB/s): pipeline vs a bare single-core loop",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", default=None, help="folder of DICOM files (default: generated 512x512 CT slices)")
+    p.add_argument("--count", type=int, default=200, help="slices to generate when --source is not given")
+    p.add_argument("--size", type=int, default=512, help="side of generated slices in pixels")
+    p.add_argument("--workers", type=int, default=None, help="pipeline processes (default: every core)")
+    p.add_argument("--max-size", type=int, default=512, help="preview longest side")
+    p.add_argument("--quality", type=int, default=85, help="JPEG quality")
+    p.add_argument("--repeat", type=int, default=2, help="timed rounds of each; the best is reported")
+    p.set_defaults(func=cmd_bench_previews)
+
+
+def _bare_loop(files: list, *, max_size: int, quality: int) -> None:
+    """The reference: one core, no pool, window from the header or min/max, same decoders."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from PIL import Image
+
+    from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
+
+    for path in files:
+        ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID in (JPEGLSLossless, JPEGLSNearLossless):
+            ds.pixel_array_options(decoding_plugin="pyjpegls")  # same decoder as the pipeline: fair
+        arr = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+        if "WindowCenter" in ds:
+            c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+            lo, hi = c - w / 2, c + w / 2
+        else:
+            lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray((np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8))
+        img.thumbnail((max_size, max_size))
+        img.save(io.BytesIO(), format="JPEG", quality=quality)
+
+
+def cmd_bench_previews(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import pydicom
+
+    from tasks.bench_data import write_ct_slices
+    from tasks.preview import PreviewOptions, make_process_pool, render_batch
+
+    with tempfile.TemporaryDirectory(prefix="bench-previews-") as tmp:
+        root = Path(tmp)
+        if args.source:
+            files = sorted(p for p in Path(args.source).rglob("*") if p.is_file())
+            label = args.source
+        else:
+            files = write_ct_slices(root / "in", count=args.count, size=args.size)
+            label = f"{args.count} generated {args.size}x{args.size} 16-bit CT slices (1 in 4 JPEG-LS)"
+        images = []
+        for p in files:
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+                if "SOPInstanceUID" in ds:
+                    images.append((p, str(p), str(ds.SOPInstanceUID)))
+            except Exception:  # a non-DICOM file in --source: not part of either measure
+                continue
+        files = [p for p, _, _ in images]
+        mb = sum(p.stat().st_size for p in files) / 1e6
+        n = len(files)
+        workers = args.workers or os.cpu_count() or 1
+        options = PreviewOptions(max_size=args.max_size, quality=args.quality)
+
+        started = time.perf_counter()
+        pool = make_process_pool(workers)
+        list(pool.map(abs, range(workers * 4)))  # start every worker before timing
+        pool_start = time.perf_counter() - started
+
+        def best(fn) -> float:  # noqa: ANN001
+            times = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        try:
+            bare = best(lambda: _bare_loop(files, max_size=args.max_size, quality=args.quality))
+            inproc = best(lambda: render_batch(root / "lake1", images, secret="bench", options=options))
+            piped = best(lambda: render_batch(root / "lake", images, secret="bench", options=options, executor=pool))
+        finally:
+            pool.shutdown()
+
+    print(f"input: {n} files, {mb:.1f} MB ({label}); cores: {os.cpu_count()}, pipeline workers: {workers}")
+    print(f"{'':34s} {'images/s':>9s} {'MB/s':>8s} {'seconds':>8s}")
+    for name, t in (
+        ("bare decode+window+JPEG, 1 core", bare),
+        ("pipeline preview stage, in-process", inproc),
+        (f"pipeline preview stage, {workers} procs", piped),
+    ):
+        print(f"{name:34s} {n / t:9.1f} {mb / t:8.1f} {t:8.2f}")
+    print(f"process pool start (once per process, not per batch): {pool_start:.2f} s")
+    print(f"ratio pipeline / bare: {bare / piped:.2f}x (target >= 1.5x)")
+    return 0

@@ -1,0 +1,107 @@
+"""Pixel compression as its own flow, so it can run as a deployment on another work pool.
+
+``compress-dicom`` renders the preview JPEGs (and, as an option, lossless archive copies)
+of images already in the lake's raw zone, named by their source keys. The ingest flow runs
+it in process (``compression="local"``) or, like the Lambda mode of the pipeline this one
+replaces, as the deployment ``compress-dicom/<name>`` on a separate work pool
+(``compression="deployment"`` or a deployment name), one run per batch.
+
+The de-identification secret never travels as a flow parameter: the remote run resolves
+it from the settings block it is given (or its own environment).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+
+from blocks.settings import PipelineConfig, resolve_config
+from tasks.prefect_tasks import BatchOutcome, compress_remote, render_previews
+from tasks.storage import RAW_ZONE
+
+DEFAULT_DEPLOYMENT = "compress-dicom/remote"
+
+
+@flow(name="compress-dicom", persist_result=True, log_prints=True)
+def compress_dicom(
+    lake: str,
+    batch_id: str,
+    images: list[list[str]],
+    ingested_at: datetime,
+    settings_block: str | None = None,
+    max_size: int = 512,
+    quality: int = 85,
+    frames: str = "middle",
+    transcode: bool = False,
+    workers: int | None = None,
+) -> dict:
+    """Render previews (and optionally lossless archive copies) of raw-zone images of one batch.
+
+    ``images`` holds ``[source_key, SOPInstanceUID]`` pairs; the files are read from
+    ``<lake>/raw/<source_key>``.
+    """
+    config = resolve_config(settings_block, lake=lake)
+    raw = Path(config.lake) / RAW_ZONE
+    outcome = BatchOutcome(batch_id=batch_id, pixel_images=[(str(raw / key), key, uid) for key, uid in images])
+    done = render_previews(
+        config.lake, outcome, ingested_at, config.deid_secret, max_size, quality, frames, transcode, workers
+    )
+    create_markdown_artifact(
+        "\n".join(
+            [f"# compress-dicom, batch {batch_id}", "", "| count | n |", "|---|---|"]
+            + [f"| {k} | {v} |" for k, v in sorted(done.rows.items())]
+        ),
+        description="Previews rendered and files archived by this run",
+    )
+    return {"rows": done.rows, "errors": done.errors}
+
+
+def compression_target(settings_block: str | None, compression: str | None) -> str:
+    """``"local"`` or the deployment to run: the flow parameter, else the settings block's field.
+
+    ``"deployment"`` means ``compress-dicom/remote``; any other value with a ``/`` names
+    the deployment itself.
+    """
+    mode = compression
+    if mode is None and settings_block:
+        from blocks.settings import DicomPipelineSettings
+
+        mode = getattr(DicomPipelineSettings.load(settings_block), "compression", None)
+    mode = (mode or "local").strip()
+    if mode == "local":
+        return "local"
+    if mode == "deployment":
+        return DEFAULT_DEPLOYMENT
+    if "/" in mode:
+        return mode
+    msg = (
+        f"compression={mode!r} is not understood; use 'local', 'deployment' "
+        f"(runs {DEFAULT_DEPLOYMENT}) or a deployment name 'compress-dicom/<name>'"
+    )
+    from tasks.errors import CompressionError
+
+    raise CompressionError(msg)
+
+
+def submit_compression(
+    target: str,
+    config: PipelineConfig,
+    extracted: PrefectFuture,
+    ingested_at: datetime,
+    bid: str,
+    *,
+    settings_block: str | None = None,
+    transcode: bool = False,
+) -> PrefectFuture:
+    """Submit the compression of one extracted batch, in process or on the deployment."""
+    if target == "local":
+        return render_previews.with_options(task_run_name=f"previews-{bid}").submit(
+            config.lake, extracted, ingested_at, config.deid_secret, transcode=transcode
+        )
+    return compress_remote.with_options(task_run_name=f"compress-remote-{bid}").submit(
+        target, str(Path(config.lake).resolve()), extracted, ingested_at, settings_block, transcode
+    )

@@ -1,0 +1,56 @@
+"""Benchmark inputs for the preview stage: realistic-size CT slices, some JPEG-LS compressed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+
+
+def write_ct_slices(out_dir: Path, *, count: int = 200, size: int = 512, compressed_every: int = 4, seed: int = 0) -> list[Path]:
+    """Write ``count`` synthetic 16-bit CT slices of ``size`` x ``size`` pixels.
+
+    Parameters
+    ----------
+    out_dir : Path
+    count, size : int
+        Number of slices and their side in pixels (512 is a typical CT matrix).
+    compressed_every : int, default 4
+        Every n-th slice is stored JPEG-LS lossless, so decoding is part of the measure.
+    seed : int
+
+    Returns
+    -------
+    list of Path
+    """
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(yy - size / 2, xx - size / 2) / size
+    paths = []
+    for i in range(count):
+        hu = np.where(r < 0.42, 40, -1000) + np.where((r > 0.33) & (r < 0.37), 900 + 5 * i, 0)
+        arr = (hu + 1024 + rng.normal(0, 15, r.shape)).clip(0, 4095).astype(np.uint16)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = CTImageStorage
+        ds.Modality = "CT"
+        ds.StudyInstanceUID = ds.SeriesInstanceUID = generate_uid()
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = arr.tobytes()
+        if compressed_every and i % compressed_every == 0:
+            ds.compress(JPEGLSLossless, generate_instance_uid=False)
+        path = out_dir / f"ct{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
