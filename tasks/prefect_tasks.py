@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -112,7 +113,11 @@ def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
     """
     if workers <= 1:
         return None
-    return _pool(workers)
+    with _POOL_LOCK:  # batches run on several threads; start one pool, not one each
+        return _pool(workers)
+
+
+_POOL_LOCK = threading.Lock()
 
 
 @functools.cache

@@ -201,10 +201,29 @@ def _render_file_star(args: tuple) -> tuple[dict | None, dict | None]:
     return render_file(*args)
 
 
+def _warm_worker() -> None:
+    """Import the decoders and the JPEG encoder when a worker starts, not in its first batch."""
+    import jpeg_ls  # noqa: F401
+    import libjpeg  # noqa: F401
+    import openjpeg  # noqa: F401
+    from PIL import JpegImagePlugin  # noqa: F401
+    from pydicom.pixels.decoders import pyjpegls, pylibjpeg  # noqa: F401
+
+    import tasks.transcode  # noqa: F401
+
+
 def make_process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`render_batch` (forkserver: safe beside Prefect's threads)."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    """A process pool for :func:`render_batch` (forkserver: safe beside Prefect's threads).
+
+    Workers import the decoders when they start; reuse the pool across batches.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # the fork server imports these once; workers fork from it with them loaded
+        context.set_forkserver_preload(["tasks.preview", "tasks.transcode"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_warm_worker)
 
 
 def render_batch(

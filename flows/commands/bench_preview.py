@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_previews)
 
 
-def _bare_loop(files: list, *, max_size: int, quality: int) -> None:
+def _bare_loop(files: list, out_dir, *, max_size: int, quality: int) -> None:  # noqa: ANN001
     """The reference: one core, no pool, window from the header or min/max, same decoders."""
     import io
 
@@ -38,7 +38,8 @@ def _bare_loop(files: list, *, max_size: int, quality: int) -> None:
 
     from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
-    for path in files:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(files):
         ds = pydicom.dcmread(path)
         if ds.file_meta.TransferSyntaxUID in (JPEGLSLossless, JPEGLSNearLossless):
             ds.pixel_array_options(decoding_plugin="pyjpegls")  # same decoder as the pipeline: fair
@@ -50,7 +51,9 @@ def _bare_loop(files: list, *, max_size: int, quality: int) -> None:
             lo, hi = float(arr.min()), float(arr.max())
         img = Image.fromarray((np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8))
         img.thumbnail((max_size, max_size))
-        img.save(io.BytesIO(), format="JPEG", quality=quality)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        (out_dir / f"{i}.jpg").write_bytes(buf.getvalue())  # a preview is only made once it is stored
 
 
 def cmd_bench_previews(args: argparse.Namespace) -> int:
@@ -91,29 +94,48 @@ def cmd_bench_previews(args: argparse.Namespace) -> int:
         list(pool.map(abs, range(workers * 4)))  # start every worker before timing
         pool_start = time.perf_counter() - started
 
+        import psutil
+
+        procs = [psutil.Process()] + [psutil.Process(p) for p in pool._processes]  # noqa: SLF001
+
+        def cpu() -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+        cpu_used: dict[int, float] = {}
+
         def best(fn) -> float:  # noqa: ANN001
             times = []
             for _ in range(args.repeat):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu()
                 fn()
                 times.append(time.perf_counter() - t0)
+                cpu_used[id(fn)] = cpu() - c0
             return min(times)
 
         try:
-            bare = best(lambda: _bare_loop(files, max_size=args.max_size, quality=args.quality))
-            inproc = best(lambda: render_batch(root / "lake1", images, secret="bench", options=options))
-            piped = best(lambda: render_batch(root / "lake", images, secret="bench", options=options, executor=pool))
+            load = os.getloadavg()[0]
+            runs = {
+                "bare decode+window+JPEG, 1 core": lambda: _bare_loop(
+                    files, root / "bare", max_size=args.max_size, quality=args.quality
+                ),
+                "pipeline preview stage, in-process": lambda: render_batch(
+                    root / "lake1", images, secret="bench", options=options
+                ),
+                f"pipeline preview stage, {workers} procs": lambda: render_batch(
+                    root / "lake", images, secret="bench", options=options, executor=pool
+                ),
+            }
+            walls = {name: best(fn) for name, fn in runs.items()}
+            cpus = {name: cpu_used[id(fn)] for name, fn in runs.items()}
         finally:
             pool.shutdown()
 
+    print(f"load average at start: {load:.1f} on {os.cpu_count()} cores (other processes share them)")
     print(f"input: {n} files, {mb:.1f} MB ({label}); cores: {os.cpu_count()}, pipeline workers: {workers}")
-    print(f"{'':34s} {'images/s':>9s} {'MB/s':>8s} {'seconds':>8s}")
-    for name, t in (
-        ("bare decode+window+JPEG, 1 core", bare),
-        ("pipeline preview stage, in-process", inproc),
-        (f"pipeline preview stage, {workers} procs", piped),
-    ):
-        print(f"{name:34s} {n / t:9.1f} {mb / t:8.1f} {t:8.2f}")
+    print(f"{'':36s} {'images/s':>9s} {'MB/s':>8s} {'wall s':>8s} {'CPU s':>7s}")
+    for name, t in walls.items():
+        print(f"{name:36s} {n / t:9.1f} {mb / t:8.1f} {t:8.2f} {cpus[name]:7.2f}")
     print(f"process pool start (once per process, not per batch): {pool_start:.2f} s")
-    print(f"ratio pipeline / bare: {bare / piped:.2f}x (target >= 1.5x)")
+    bare, piped = list(walls.values())[0], list(walls.values())[-1]
+    print(f"ratio pipeline / bare: {bare / piped:.2f}x (target >= 1.5x; needs idle cores: CPU s / wall s shows what it got)")
     return 0
