@@ -19,7 +19,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 
-from blocks.settings import PipelineConfig, resolve_config
+from blocks.settings import DicomPipelineSettings, PipelineConfig, resolve_config
+from tasks.errors import CompressionError
 from tasks.prefect_tasks import BatchOutcome, compress_remote, render_previews
 from tasks.storage import RAW_ZONE
 
@@ -68,8 +69,6 @@ def compression_target(settings_block: str | None, compression: str | None) -> s
     """
     mode = compression
     if mode is None and settings_block:
-        from blocks.settings import DicomPipelineSettings
-
         mode = getattr(DicomPipelineSettings.load(settings_block), "compression", None)
     mode = (mode or "local").strip()
     if mode == "local":
@@ -82,8 +81,6 @@ def compression_target(settings_block: str | None, compression: str | None) -> s
         f"compression={mode!r} is not understood; use 'local', 'deployment' "
         f"(runs {DEFAULT_DEPLOYMENT}) or a deployment name 'compress-dicom/<name>'"
     )
-    from tasks.errors import CompressionError
-
     raise CompressionError(msg)
 
 

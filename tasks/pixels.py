@@ -25,7 +25,6 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
-
 VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
 
 #: Attributes of the display pipeline that enhanced objects put in functional groups.

@@ -167,10 +167,11 @@ def render_file(
             main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
             extra: list[tuple[int, Preview]] = []
             if options.frames == "all" and frame_count(ds) > 1:
-                extra = [
-                    (i, main if i == main.frame_index else _render(ds, frame=i, max_size=options.max_size, quality=options.quality))
-                    for i in range(frame_count(ds))
-                ]
+                for i in range(frame_count(ds)):
+                    if i == main.frame_index:
+                        extra.append((i, main))
+                    else:
+                        extra.append((i, _render(ds, frame=i, max_size=options.max_size, quality=options.quality)))
     except Exception as exc:  # any decoder failure is this file's, not the batch's
         return None, {
             "source_key": key,

@@ -35,7 +35,6 @@ def _bare_loop(files: list, out_dir, *, max_size: int, quality: int) -> None:  #
     import numpy as np
     import pydicom
     from PIL import Image
-
     from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
     out_dir.mkdir(parents=True, exist_ok=True)

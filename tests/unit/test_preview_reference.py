@@ -132,7 +132,10 @@ def _voi_lut() -> Dataset:
 
 SYNTHETIC = {
     "monochrome1_window": (_ramp(), {"PhotometricInterpretation": "MONOCHROME1", "WindowCenter": 2048, "WindowWidth": 2000}),
-    "signed_rescale_window": (_ramp(True), {"RescaleSlope": 2, "RescaleIntercept": -1024, "WindowCenter": 40, "WindowWidth": 400}),
+    "signed_rescale_window": (
+        _ramp(True),
+        {"RescaleSlope": 2, "RescaleIntercept": -1024, "WindowCenter": 40, "WindowWidth": 400},
+    ),
     "linear_exact": (_ramp(), {"WindowCenter": 1000, "WindowWidth": 1500, "VOILUTFunction": "LINEAR_EXACT"}),
     "sigmoid": (_ramp(), {"WindowCenter": 2000, "WindowWidth": 1000, "VOILUTFunction": "SIGMOID"}),
     "voi_lut_sequence": (_ramp(), {"VOILUTSequence": [_voi_lut()]}),
