@@ -7,10 +7,14 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
-def test_register_then_ingest_through_the_blocks(prefect_server, moto_s3, synthetic_dir, capsys, monkeypatch):
-    import boto3
+def test_register_then_ingest_through_the_blocks(prefect_server, moto_s3, synthetic_dir, monkeypatch):
+    import os
+    import subprocess
+    import sys
 
-    from flows.cli import main
+    import boto3
+    from prefect.settings import PREFECT_API_URL
+
     from flows.ingest import ingest_dicom
 
     s3 = boto3.client("s3")
@@ -18,13 +22,16 @@ def test_register_then_ingest_through_the_blocks(prefect_server, moto_s3, synthe
     s3.create_bucket(Bucket="lake-blocks")
     files = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())[:4]
     for p in files:
-        s3.put_object(Bucket="prov-blocks", Key=f"in/{p.name}", Body=p.read_bytes())
+        s3.put_object(Bucket="prov-blocks", Key=f"in/{p.relative_to(synthetic_dir).as_posix()}", Body=p.read_bytes())
     monkeypatch.setenv("DICOM_ETL_SOURCE", "s3://prov-blocks/in")
     monkeypatch.setenv("DICOM_ETL_LAKE", "s3://lake-blocks/dev")
     monkeypatch.setenv("DICOM_ETL_DEID_SECRET", "very-secret-value-1234")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    assert main(["blocks", "register", "--env", "dev"]) == 0
-    out = capsys.readouterr().out
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run([sys.executable, "-m", "flows", "blocks", "register", "--env", "dev"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
     assert "dicom-settings-dev" in out and "dicom-aws-dev" in out and "dicom-lake-dev" in out
     assert "very-secret-value-1234" not in out and "AWS_SECRET" not in out
 
