@@ -15,6 +15,8 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from tasks.storage_s3 import S3Access
+
 DEFAULT_DATA_DIR = Path("data")
 SECRET_ENV = "DICOM_ETL_DEID_SECRET"
 
@@ -38,6 +40,12 @@ class DicomPipelineSettings(Block):
         description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
         "or a deployment name compress-dicom/<name>.",
     )
+    aws_credentials_block: str | None = Field(
+        default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
+    )
+    provider_bucket_block: str | None = Field(default=None, description="Name of the provider's S3Bucket block.")
+    lake_bucket_block: str | None = Field(default=None, description="Name of the lake's S3Bucket block.")
+    snowflake_connector_block: str | None = Field(default=None, description="Name of the SnowflakeConnector block.")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class PipelineConfig:
     dbt_target: str
     batch_size: int
     deid_secret: str
+    aws_credentials_block: str | None = None
+    snowflake_connector_block: str | None = None
 
     def __repr__(self) -> str:  # never print the secret
         return (
@@ -107,6 +117,8 @@ def resolve_config(
             dbt_target=block.dbt_target,
             batch_size=block.batch_size,
             deid_secret=block.deid_secret.get_secret_value(),
+            aws_credentials_block=block.aws_credentials_block,
+            snowflake_connector_block=block.snowflake_connector_block,
         )
     else:
         base = PipelineConfig(
@@ -126,4 +138,27 @@ def resolve_config(
         dbt_target=base.dbt_target,
         batch_size=batch_size or base.batch_size,
         deid_secret=base.deid_secret,
+        aws_credentials_block=base.aws_credentials_block,
+        snowflake_connector_block=base.snowflake_connector_block,
+    )
+
+
+def resolve_s3_access(config: PipelineConfig) -> S3Access:
+    """How a run reaches S3: the environment's AwsCredentials block, else boto3's own defaults.
+
+    With no block, boto3 reads ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION`` as it always does.
+    """
+    if not config.aws_credentials_block:
+        return S3Access()
+    from prefect_aws import AwsCredentials
+
+    creds = AwsCredentials.load(config.aws_credentials_block)
+    secret = creds.aws_secret_access_key
+    return S3Access(
+        endpoint_url=creds.aws_client_parameters.endpoint_url,
+        region=creds.region_name,
+        access_key_id=creds.aws_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        session_token=creds.aws_session_token,
     )

@@ -64,7 +64,9 @@ def print_summary(summary: dict, api: str) -> None:
             print(f"    {err['reason']:<20} {err['source_key']}: {err['detail'][:80]}")
         if len(summary["quarantined"]) > len(shown):
             print(f"    ... and {len(summary['quarantined']) - len(shown)} more (table raw.ingest_errors)")
-    print(f"lake:      {Path(summary['lake']).resolve()}")
+    if "listed" in summary and summary["listed"] != summary["files"]:
+        print(f"already in the manifest (skipped): {summary['listed'] - summary['files']} of {summary['listed']} listed")
+    print(f"lake:      {summary['lake'] if '://' in summary['lake'] else Path(summary['lake']).resolve()}")
     print(f"warehouse: {Path(summary['warehouse']).resolve()}  (duckdb {summary['warehouse']} -c 'from processed.images')")
     print(f"Prefect:   {_ui_hint(api)}")
 
@@ -107,9 +109,27 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
         previews=not args.no_previews,
         run_dbt=not args.no_dbt,
         settings_block=args.settings_block,
+        compression=args.compression,
+        transcode=args.transcode,
+        **_incremental_options(args),
     )
     print_summary(summary, api)
     return 0
+
+
+def _incremental_options(args: argparse.Namespace) -> dict:
+    """--since / --date / --full-refresh as flow parameters (only when given: demo has none)."""
+    from datetime import date, datetime
+
+    out: dict = {}
+    if getattr(args, "since", None):
+        since = datetime.fromisoformat(args.since)
+        out["since"] = since if since.tzinfo else since.astimezone()
+    if getattr(args, "date", None):
+        out["partition_date"] = date.fromisoformat(args.date)
+    if getattr(args, "full_refresh", False):
+        out["incremental"] = False
+    return out
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
@@ -134,6 +154,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-previews", action="store_true", help="skip rendering preview JPEGs")
     p.add_argument("--no-dbt", action="store_true", help="write the lake only; do not build the warehouse")
     p.add_argument(
+        "--compression",
+        default=None,
+        help="where previews are rendered: local (default), deployment (compress-dicom/remote) or compress-dicom/NAME",
+    )
+    p.add_argument(
+        "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
+    )
+    p.add_argument(
         "--settings-block",
         default=None,
         help="name of a saved DicomPipelineSettings block (the environment); local defaults if omitted",
@@ -155,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--source", default=None, help="folder of DICOM files (default data/incoming)")
     ingest.add_argument("--lake", default=None, help="lake folder for raw copies, Parquet, previews (default data/lake)")
     ingest.add_argument("--warehouse", default=None, help="DuckDB file to build (default data/warehouse.duckdb)")
+    ingest.add_argument("--since", default=None, help="S3 only: objects modified at or after this ISO time (watermark)")
+    ingest.add_argument("--date", default=None, help="partition date YYYY-MM-DD for a source like s3://b/in/{date:%%Y/%%m/%%d}/")
+    ingest.add_argument("--full-refresh", action="store_true", help="ignore the manifest: process every listed object again")
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 

@@ -61,11 +61,12 @@ def compress_dicom(
     return {"rows": done.rows, "errors": done.errors}
 
 
-def compression_target(settings_block: str | None, compression: str | None) -> str:
+def compression_target(settings_block: str | None, compression: str | None, *, lake: str = "") -> str:
     """``"local"`` or the deployment to run: the flow parameter, else the settings block's field.
 
     ``"deployment"`` means ``compress-dicom/remote``; any other value with a ``/`` names
-    the deployment itself.
+    the deployment itself. A remote run reads the batch from the lake's raw zone, so it
+    needs a lake on a filesystem the remote worker shares (a folder, a network mount).
     """
     mode = compression
     if mode is None and settings_block:
@@ -73,6 +74,12 @@ def compression_target(settings_block: str | None, compression: str | None) -> s
     mode = (mode or "local").strip()
     if mode == "local":
         return "local"
+    if "://" in lake:
+        msg = (
+            f"compression={mode!r} needs a lake folder the compress worker can read; {lake!r} is not one. "
+            "Use compression='local' with an object-store lake (the batch is rendered where it was downloaded)"
+        )
+        raise CompressionError(msg)
     if mode == "deployment":
         return DEFAULT_DEPLOYMENT
     if "/" in mode:
@@ -93,11 +100,16 @@ def submit_compression(
     *,
     settings_block: str | None = None,
     transcode: bool = False,
+    staging_lake: str | None = None,
 ) -> PrefectFuture:
-    """Submit the compression of one extracted batch, in process or on the deployment."""
+    """Submit the compression of one extracted batch, in process or on the deployment.
+
+    In process, previews go to ``staging_lake`` (the batch's scratch copy of the lake,
+    published with the batch's tables) when given, else straight to the lake.
+    """
     if target == "local":
         return render_previews.with_options(task_run_name=f"previews-{bid}").submit(
-            config.lake, extracted, ingested_at, config.deid_secret, transcode=transcode
+            staging_lake or config.lake, extracted, ingested_at, config.deid_secret, transcode=transcode
         )
     return compress_remote.with_options(task_run_name=f"compress-remote-{bid}").submit(
         target, str(Path(config.lake).resolve()), extracted, ingested_at, settings_block, transcode

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from prefect import flow
@@ -12,12 +14,22 @@ from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks.settings import resolve_config
+from blocks.settings import resolve_config, resolve_s3_access
+from flows.warehouse import _environment as environment
 from flows.warehouse import build_warehouse
-from tasks.lake import ensure_table_schemas
 from flows.compress import compression_target, submit_compression
-from tasks.prefect_tasks import copy_to_raw, extract_to_lake, list_source
+from tasks.manifest import pending_objects
+from tasks.prefect_tasks import (
+    extract_staged,
+    list_source,
+    prepare_lake,
+    publish_to_lake,
+    read_manifest,
+    stage_to_scratch,
+)
 from tasks.storage import batch_id, chunk
+from tasks.staging import staging_lake_for
+from tasks.storage_s3 import render_prefix
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -29,33 +41,54 @@ def ingest_dicom(
     previews: bool = True,
     run_dbt: bool = True,
     settings_block: str | None = None,
+    since: datetime | None = None,
+    partition_date: date | None = None,
+    incremental: bool = True,
     compression: str | None = None,
     transcode: bool = False,
 ) -> dict:
-    """Ingest a folder of DICOM files into the lake and build the warehouse."""
+    """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse."""
     config = resolve_config(settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size)
+    access = resolve_s3_access(config)
     logger = get_run_logger()
     ingested_at = datetime.now(UTC)
-    ensure_table_schemas(Path(config.lake))
-
-    target = compression_target(settings_block, compression) if previews else "local"
-    objects = list_source(config.source)
-    outcomes = []
-    for batch in chunk(objects, config.batch_size):
-        bid = batch_id(batch)
-        raw = copy_to_raw.with_options(task_run_name=f"copy-{bid}").submit(config.source, config.lake, batch)
-        extracted = extract_to_lake.with_options(task_run_name=f"extract-{bid}").submit(
-            config.lake, bid, batch, raw, ingested_at
-        )
-        outcomes.append(extracted)
-        if previews:  # in process, or on the compress-dicom deployment (flows/compress.py)
+    source_location = render_prefix(config.source, day=partition_date)
+    target = compression_target(settings_block, compression, lake=config.lake) if previews else "local"
+    scratch = tempfile.mkdtemp(prefix="dicom-etl-")
+    try:
+        prepared = prepare_lake.submit(config.lake, scratch, access=access)
+        listed = list_source(source_location, access=access, since=since)
+        done = read_manifest(config.lake, access=access) if incremental else set()
+        objects = pending_objects(listed, done)
+        if listed and not objects:
+            logger.info("Nothing new: all %d objects at the source are already in the manifest", len(listed))
+        prepared.result()
+        outcomes = []
+        for batch in chunk(objects, config.batch_size):
+            bid = batch_id(batch)
+            staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
+                source_location, config.lake, batch, batch_id=bid, scratch=scratch, access=access, ingested_at=ingested_at
+            )
+            extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(staged, ingested_at)
+            batch_outcomes = [extracted]
+            if previews:  # in process, or on the compress-dicom deployment (flows/compress.py)
+                staging_lake = str(staging_lake_for(config.lake, Path(scratch), bid))
+                batch_outcomes.append(
+                    submit_compression(
+                        target, config, extracted, ingested_at, bid,
+                        settings_block=settings_block, transcode=transcode, staging_lake=staging_lake,
+                    )
+                )
+            outcomes += batch_outcomes
             outcomes.append(
-                submit_compression(
-                    target, config, extracted, ingested_at, bid, settings_block=settings_block, transcode=transcode
+                publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
+                    config.lake, staged, batch, batch_outcomes, scratch=scratch, access=access, processed_at=ingested_at
                 )
             )
-    wait(outcomes)
-    results = [f.result() for f in outcomes]
+        wait(outcomes)
+        results = [f.result() for f in outcomes]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     rows: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -66,6 +99,7 @@ def ingest_dicom(
             reasons[err["reason"]] += 1
             quarantined.append(err)
     summary = {
+        "listed": len(listed),
         "files": len(objects),
         "batches": len({o.batch_id for o in results}),
         "raw_rows": dict(rows),
@@ -75,11 +109,12 @@ def ingest_dicom(
         "warehouse": config.warehouse,
     }
     if run_dbt:
-        summary["warehouse_rows"] = build_warehouse(
-            lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
-        )
+        with environment(access.env()):
+            summary["warehouse_rows"] = build_warehouse(
+                lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
+            )
     _report(summary)
-    logger.info("Ingested %d files in %d batches", len(objects), summary["batches"])
+    logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary
 
 
@@ -87,7 +122,7 @@ def _report(summary: dict) -> None:
     """Markdown and table artifacts for the run's page in the Prefect UI (counts only, no PHI)."""
     lines = [
         "# DICOM ingest",
-        f"- files listed: **{summary['files']}** in {summary['batches']} batches",
+        f"- objects listed: {summary.get('listed', summary['files'])}, new: **{summary['files']}** in {summary['batches']} batches",
         f"- images: **{summary['raw_rows'].get('images', 0)}**, rejected at extraction: "
         f"**{summary['raw_rows'].get('ingest_errors', 0)}**, previews: {summary['raw_rows'].get('previews', 0)}",
         "",

@@ -49,3 +49,10 @@ class Reason(StrEnum):
     DICOMDIR = "dicomdir"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     PIXEL_DECODE = "pixel_decode"
+    # objects and archives (S3 and ZIP ingest)
+    MISSING_OBJECT = "missing_object"
+    ACCESS_DENIED = "access_denied"
+    CORRUPT_ARCHIVE = "corrupt_archive"
+    ZIP_BOMB = "zip_bomb"
+    PATH_TRAVERSAL = "path_traversal"
+    NESTED_ARCHIVE = "nested_archive"

@@ -24,10 +24,13 @@ from prefect.logging import get_run_logger
 from tasks.entities import INGEST_ERRORS, PREVIEWS
 from tasks.errors import CompressionError, DicomEtlError
 from tasks.extract import Lineage, SourceFile, extract_batch
-from tasks.lake import quarantine_copy, table_path, write_tables
+from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
+from tasks.manifest import processed_versions, read_local_manifest
 from tasks.preview import PreviewOptions, make_process_pool, render_batch
+from tasks.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch
 from tasks.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
 from tasks.storage import RAW_ZONE, ObjectInfo, copy_local_objects, list_local_objects
+from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
 
 
 def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
@@ -56,12 +59,86 @@ class BatchOutcome:
     pixel_images: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-@task(name="list-source", **IO_RETRIES)
-def list_source(source: str) -> list[ObjectInfo]:
-    """List every object at the source."""
-    objects = list_local_objects(Path(source))
+def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry S3 throttling, 5xx, timeouts and resets only; never a missing object, a denial or bad input."""
+    try:
+        state.result()
+    except DicomEtlError:
+        return False
+    except Exception as exc:
+        return is_transient(exc)
+    return False
+
+
+#: botocore already retries each request (standard mode, 3 attempts); these are whole-task tries on top.
+S3_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_transient}
+
+
+@task(name="list-source", **S3_RETRIES)
+def list_source(source: str, *, access: S3Access | None = None, since: datetime | None = None) -> list[ObjectInfo]:
+    """List every object at the source (a folder, or an S3 prefix since an optional watermark)."""
+    if is_s3_url(source):
+        objects = list_s3_objects(make_s3_client(access or S3Access()), parse_s3_url(source), since=since)
+    else:
+        objects = list_local_objects(Path(source))
     get_run_logger().info("Listed %d objects at the source", len(objects))
     return objects
+
+
+@task(name="read-manifest", **S3_RETRIES)
+def read_manifest(lake: str, *, access: S3Access | None = None) -> set[tuple[str, str]]:
+    """The (key, ETag) pairs the lake's manifest says were processed."""
+    frame = read_s3_manifest(lake, access=access or S3Access()) if is_s3_url(lake) else read_local_manifest(Path(lake))
+    return processed_versions(frame)
+
+
+@task(name="prepare-lake", **S3_RETRIES)
+def prepare_lake(lake: str, scratch: str, *, access: S3Access | None = None) -> None:
+    """Give every raw table a 0-row schema file in the lake (local or S3)."""
+    if is_s3_url(lake):
+        prepare_s3_lake(lake, scratch=Path(scratch), access=access or S3Access())
+    else:
+        ensure_table_schemas(Path(lake))
+
+
+@task(name="stage-batch", **S3_RETRIES)
+def stage_to_scratch(
+    source: str, lake: str, objects: Sequence[ObjectInfo], *, batch_id: str, scratch: str,
+    access: S3Access | None, ingested_at: datetime,
+) -> StagedBatch:
+    """Copy a batch to the raw zone (server-side on S3), download it, expand its ZIPs."""
+    staged = stage_batch(
+        source, lake, objects, batch_id=batch_id, scratch=Path(scratch), access=access or S3Access(), ingested_at=ingested_at
+    )
+    get_run_logger().info(
+        "Batch %s: %d objects -> %d files to extract, %d rejected before extraction",
+        batch_id, len(objects), len(staged.files), len(staged.errors),
+    )
+    return staged
+
+
+@task(name="publish-batch", **S3_RETRIES)
+def publish_to_lake(
+    lake: str, staged: StagedBatch, objects: Sequence[ObjectInfo], outcomes: Sequence[BatchOutcome], *,
+    scratch: str, access: S3Access | None, processed_at: datetime,
+) -> BatchOutcome:
+    """Upload a batch's tables, previews and quarantine copies (S3 lake) and record it in the manifest."""
+    quarantined = [e["source_key"] for o in outcomes for e in o.errors if e["reason"] != "pixel_decode"]
+    recorded = publish_batch(
+        lake, staged, objects, quarantined=quarantined, scratch=Path(scratch), access=access or S3Access(),
+        processed_at=processed_at,
+    )
+    return BatchOutcome(
+        batch_id=staged.batch_id,
+        rows={"manifest": recorded},
+        errors=[{k: e[k] for k in ("source_key", "reason", "detail")} for e in staged.errors],
+    )
+
+
+@task(name="extract-batch", **IO_RETRIES)
+def extract_staged(staged: StagedBatch, ingested_at: datetime) -> BatchOutcome:
+    """Extract a staged batch (files on local disk, ZIP members included) into the lake's tables."""
+    return extract_to_lake.fn(staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at)
 
 
 @task(name="copy-to-raw", **IO_RETRIES)

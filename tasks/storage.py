@@ -10,7 +10,8 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from tasks.errors import SourceError
@@ -19,6 +20,7 @@ RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
 PREVIEWS_ZONE = "previews"
 QUARANTINE_ZONE = "quarantine"
+ARCHIVE_ZONE = "archive"
 
 
 @dataclass(frozen=True, order=True)
@@ -33,11 +35,14 @@ class ObjectInfo:
         Bytes.
     etag : str
         Version tag: S3's ETag, or ``size-mtime_ns`` for a local file.
+    last_modified : datetime, optional
+        When the object was last written (S3 ``LastModified``); for watermarks.
     """
 
     key: str
     size: int
     etag: str
+    last_modified: datetime | None = field(default=None, compare=False)
 
 
 def list_local_objects(root: Path) -> list[ObjectInfo]:

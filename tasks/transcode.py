@@ -42,8 +42,8 @@ from pydicom.uid import (
 from tasks.deid import pseudonym
 from tasks.entities import LINEAGE_SCHEMA
 from tasks.extract import quiet_pydicom
+from tasks.storage import ARCHIVE_ZONE
 
-ARCHIVE_ZONE = "archive"
 ARCHIVES_TABLE = "archives"
 
 #: Transfer syntaxes whose decoded pixels are the original values.

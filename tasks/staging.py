@@ -1,0 +1,238 @@
+"""One batch from the source to local files ready for extraction, and back to the lake.
+
+``stage_batch`` brings a batch's objects into the raw zone and onto local disk (server-side
+copy + download for S3, a file copy for folders), hashes them and expands ZIP archives;
+``publish_batch`` uploads what the batch wrote locally to an S3 lake and records the batch
+in the manifest. A local lake is written in place, so publishing only writes the manifest.
+
+Where things are written while a batch runs (``scratch`` is a temporary folder the flow
+removes at the end, even on failure)::
+
+    scratch/<batch>/download/<n>        downloaded objects (generated names)
+    scratch/<batch>/zip/<n>/<m>         expanded ZIP members (generated names)
+    scratch/<batch>/lake/...            tables, previews, quarantine of an S3 lake, before upload
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from tasks.archive import ArchiveLimits, expand_archive, is_zip
+from tasks.entities import ALL_TABLES, INGEST_ERRORS
+from tasks.errors import FileRejected, Reason
+from tasks.lake import quarantine_copy, write_parquet_atomic, write_tables
+from tasks.manifest import manifest_frame, manifest_key
+from tasks.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
+from tasks.storage_s3 import (
+    S3Access,
+    copy_s3_objects,
+    download_s3_objects,
+    is_s3_url,
+    make_s3_client,
+    missing_keys,
+    parse_s3_url,
+    sha256_file,
+    upload_s3_objects,
+    upload_tree,
+)
+
+
+@dataclass
+class StagedBatch:
+    """A batch on local disk: the files to extract and what was rejected before extraction."""
+
+    batch_id: str
+    staging_lake: str
+    files: list[ObjectInfo] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _unsafe_key(key: str) -> bool:
+    return key.startswith("/") or ".." in key.split("/")
+
+
+def batch_dir(scratch: Path, batch_id: str) -> Path:
+    """The scratch folder of one batch."""
+    return scratch / batch_id
+
+
+def staging_lake_for(lake: str, scratch: Path, batch_id: str) -> Path:
+    """Where a batch writes its tables: the lake itself if local, else a scratch folder."""
+    return batch_dir(scratch, batch_id) / "lake" if is_s3_url(lake) else Path(lake)
+
+
+def stage_batch(
+    source: str,
+    lake: str,
+    objects: Sequence[ObjectInfo],
+    *,
+    batch_id: str,
+    scratch: Path,
+    access: S3Access,
+    ingested_at: datetime,
+    limits: ArchiveLimits = ArchiveLimits(),
+) -> StagedBatch:
+    """Copy a batch to the raw zone, bring it to local disk, hash it and expand its ZIPs.
+
+    Parameters
+    ----------
+    source, lake : str
+        Folders or ``s3://bucket/prefix`` locations.
+    objects : sequence of ObjectInfo
+        The batch, keys relative to the source.
+    batch_id : str
+    scratch : Path
+        The run's scratch folder.
+    access : S3Access
+        How to reach S3 (unused for folders).
+    ingested_at : datetime
+        Lineage timestamp of rows written for rejected objects.
+
+    Returns
+    -------
+    StagedBatch
+        Rejected objects and members are already written to the staging lake's
+        ``ingest_errors`` (stage ``archive`` or ``fetch``) and quarantined when there
+        are bytes to keep.
+    """
+    work = batch_dir(scratch, batch_id)
+    staging = staging_lake_for(lake, scratch, batch_id)
+    out = StagedBatch(batch_id, str(staging))
+    failed: dict[str, str] = {}
+    local: dict[str, Path] = {}
+    client = make_s3_client(access) if is_s3_url(source) or is_s3_url(lake) else None
+    if is_s3_url(source):
+        src = parse_s3_url(source)
+        safe = [o for o in objects if not _unsafe_key(o.key)]
+        failed.update({o.key: Reason.PATH_TRAVERSAL for o in objects if _unsafe_key(o.key)})
+        if is_s3_url(lake):
+            raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
+            failed.update(copy_s3_objects(client, src, raw, safe))
+            local, gone = download_s3_objects(client, raw, [o for o in safe if o.key not in failed], work / "download")
+        else:
+            local, gone = download_s3_objects(client, src, safe, work / "download")
+            for key, path in local.items():  # the raw zone of a local lake is the download kept
+                dst = Path(lake) / RAW_ZONE / key
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dst)
+        failed.update(gone)
+    else:
+        root = Path(source)
+        if is_s3_url(lake):
+            raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
+            todo = missing_keys(client, raw, [o.key for o in objects])
+            upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket)
+            local = {o.key: root / o.key for o in objects}
+        else:
+            paths = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
+            local = {o.key: p for o, p in zip(objects, paths, strict=True)}
+    out.skipped = sorted(failed)
+    for key, reason in failed.items():
+        out.errors.append(_error_row(key, reason, "object could not be read at the source; not retried", stage="fetch"))
+    for index, obj in enumerate(o for o in objects if o.key in local):
+        path = local[obj.key]
+        digest = sha256_file(path)
+        out.hashes[obj.key] = digest
+        if not is_zip(path):
+            out.files.append(obj)
+            out.paths.append(str(path))
+            continue
+        try:
+            expanded = expand_archive(path, obj.key, work / "zip" / f"{index:06d}", limits=limits)
+        except FileRejected as exc:
+            qkey = quarantine_copy(staging, path, obj.key, str(exc.reason))
+            out.errors.append(_error_row(obj.key, exc.reason, exc.detail, quarantine_key=qkey, size=obj.size, digest=digest))
+            continue
+        for key, reason, detail in expanded.rejected:
+            out.errors.append(_error_row(key, reason, detail))
+        for key, member_path, size in expanded.members:
+            out.files.append(ObjectInfo(key, size, obj.etag, obj.last_modified))
+            out.paths.append(str(member_path))
+    if out.errors:
+        extra = {"SOPInstanceUID": None, "batch_id": batch_id, "ingested_at": ingested_at, "ingest_date": ingested_at.date()}
+        etags = {o.key: o.etag for o in objects}
+        rows = [e | extra | {"source_etag": etags.get(e["source_key"].split("!/", 1)[0])} for e in out.errors]
+        frame = pl.DataFrame(rows, schema=INGEST_ERRORS.schema)
+        write_tables(staging, {INGEST_ERRORS.name: frame}, ingest_date=ingested_at.date(), stage="archive", batch_id=batch_id)
+    return out
+
+
+def _error_row(key: str, reason: str, detail: str, *, stage: str = "archive", quarantine_key: str | None = None,
+               size: int | None = None, digest: str | None = None) -> dict:
+    return {"source_key": key, "stage": stage, "reason": str(reason), "detail": detail,
+            "quarantine_key": quarantine_key, "file_size": size, "content_hash": digest}
+
+
+def publish_batch(
+    lake: str,
+    staged: StagedBatch,
+    objects: Sequence[ObjectInfo],
+    *,
+    quarantined: Sequence[str],
+    scratch: Path,
+    access: S3Access,
+    processed_at: datetime,
+) -> int:
+    """Upload a batch's local output to an S3 lake, then record the batch in the manifest.
+
+    The manifest is written last: a batch that fails before it is redone by the next run,
+    and its files (named by the batch id) are overwritten, not duplicated.
+
+    Returns
+    -------
+    int
+        Manifest rows written.
+    """
+    frame = manifest_frame(
+        objects,
+        batch_id=staged.batch_id,
+        hashes=staged.hashes,
+        quarantined=[*quarantined, *(e["source_key"] for e in staged.errors)],
+        skipped=staged.skipped,
+        processed_at=processed_at,
+    )
+    work = batch_dir(scratch, staged.batch_id)
+    if is_s3_url(lake):
+        client = make_s3_client(access)
+        location = parse_s3_url(lake)
+        upload_tree(client, Path(staged.staging_lake), location, zones=(TABLES_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, ARCHIVE_ZONE))
+        path = write_parquet_atomic(frame, work / manifest_key(staged.batch_id))
+        upload_s3_objects(client, [(path, location.key(manifest_key(staged.batch_id)))], location.bucket)
+    else:
+        write_parquet_atomic(frame, Path(lake) / manifest_key(staged.batch_id))
+    shutil.rmtree(work, ignore_errors=True)
+    return frame.height
+
+
+def prepare_s3_lake(lake: str, *, scratch: Path, access: S3Access) -> int:
+    """Give every raw table of an S3 lake its 0-row schema file; return how many were added."""
+    client = make_s3_client(access)
+    location = parse_s3_url(lake)
+    rels = [f"{TABLES_ZONE}/{name}/_empty.parquet" for name in ALL_TABLES]
+    todo = missing_keys(client, location, rels)
+    pairs = []
+    for rel in todo:
+        entity = ALL_TABLES[rel.split("/")[1]]
+        pairs.append((write_parquet_atomic(pl.DataFrame(schema=entity.schema), scratch / "_schemas" / rel), location.key(rel)))
+    return upload_s3_objects(client, pairs, location.bucket)
+
+
+def read_s3_manifest(lake: str, *, access: S3Access) -> pl.DataFrame:
+    """Every manifest file of an S3 lake."""
+    from tasks.manifest import MANIFEST_ZONE, read_manifest_files
+    from tasks.storage_s3 import list_s3_objects
+
+    client = make_s3_client(access)
+    location = parse_s3_url(lake.rstrip("/") + "/" + MANIFEST_ZONE)
+    blobs = [client.get_object(Bucket=location.bucket, Key=location.key(o.key))["Body"].read()
+             for o in list_s3_objects(client, location)]
+    return read_manifest_files(blobs)

@@ -1,0 +1,345 @@
+"""Objects in S3 (or any S3-compatible store): list, server-side copy, download, upload.
+
+Every function takes a boto3 S3 client made by :func:`make_s3_client` and speaks in
+``ObjectInfo``, like the local functions in ``tasks.storage``. Keys are passed to boto3
+as they are (boto3 encodes them), so spaces, unicode and ``+`` round-trip.
+
+Two layers of retries, bounded together: botocore's ``standard`` retry mode retries a
+single request (throttling, 5xx, connection errors) up to ``max_attempts`` times with
+exponential backoff and jitter; the Prefect task around a batch retries the whole batch
+a few more times when :func:`is_transient` says the final error was transient. With
+the defaults (3 attempts x 4 task tries) a request is tried at most 12 times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from tasks.errors import SourceError
+from tasks.storage import ObjectInfo
+
+#: Error codes S3 uses for throttling and server trouble: worth another try.
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+        "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
+        "RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
+        "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException", "InternalError", "ServiceUnavailable",
+        "RequestTimeout", "RequestTimeoutException",
+    }
+)
+#: Metadata key on raw copies naming the provider ETag they were copied from.
+SOURCE_ETAG_META = "source-etag"
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How to reach an S3 endpoint. ``None`` fields fall back to boto3's own resolution.
+
+    With every field ``None``, boto3 reads ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` and its config files, as it always does.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    max_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS environment variables for these values (for s3fs in dbt)."""
+        pairs = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_SESSION_TOKEN": self.session_token,
+        }
+        return {k: v for k, v in pairs.items() if v}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no leading slash; ends with ``/`` unless empty)."""
+
+    bucket: str
+    prefix: str = ""
+
+    def key(self, relative: str) -> str:
+        """The full key of ``relative`` under this prefix."""
+        return f"{self.prefix}{relative}"
+
+    def url(self, relative: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(relative)}"
+
+
+def is_s3_url(location: str) -> bool:
+    """True for ``s3://...`` locations."""
+    return str(location).startswith("s3://")
+
+
+def parse_s3_url(url: str) -> S3Location:
+    """Split ``s3://bucket/prefix`` into bucket and prefix.
+
+    Raises
+    ------
+    SourceError
+        If ``url`` is not an ``s3://bucket[/prefix]`` URL.
+    """
+    if not is_s3_url(url) or len(url) <= 5:
+        msg = f"{url!r} is not an S3 location; write it as s3://bucket/prefix"
+        raise SourceError(msg)
+    bucket, _, prefix = url[5:].partition("/")
+    if not bucket:
+        msg = f"{url!r} names no bucket; write it as s3://bucket/prefix"
+        raise SourceError(msg)
+    prefix = prefix.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Location(bucket, prefix)
+
+
+def render_prefix(template: str, *, day: date | None) -> str:
+    """Fill a date-partition prefix template such as ``incoming/{date:%Y/%m/%d}/``.
+
+    A template without ``{date...}`` is returned as is.
+    """
+    if "{date" not in template:
+        return template
+    if day is None:
+        msg = f"source {template!r} has a {{date}} partition; pass --date YYYY-MM-DD"
+        raise SourceError(msg)
+    return template.format(date=day)
+
+
+def make_s3_client(access: S3Access):  # noqa: ANN201 - botocore builds the client class at runtime
+    """A boto3 S3 client with bounded standard-mode retries and timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": access.max_attempts},
+        connect_timeout=access.connect_timeout,
+        read_timeout=access.read_timeout,
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=access.access_key_id,
+        aws_secret_access_key=access.secret_access_key,
+        aws_session_token=access.session_token,
+        region_name=access.region,
+    )
+    return session.client("s3", endpoint_url=access.endpoint_url, config=config)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error from S3 is worth retrying: throttling, 5xx, timeouts, resets.
+
+    A missing object, an access denial, a bad request or a project error is not.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectionError as BotoConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return code in TRANSIENT_CODES or status >= 500 or status == 429
+    if isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError, ResponseStreamingError)):
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def error_code(exc: BaseException) -> str:
+    """S3's error code of a ``ClientError`` (``NoSuchKey``, ``AccessDenied``...), else ``""``."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _source_error(exc: BaseException, what: str) -> SourceError:
+    code = error_code(exc) or type(exc).__name__
+    if code in ("NoSuchBucket",):
+        hint = "check the bucket name in --source/--lake or the settings block"
+    elif code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        hint = "check the credentials (AwsCredentials block or AWS_* variables) and the bucket policy"
+    else:
+        hint = "check the endpoint (AWS_ENDPOINT_URL or the block's endpoint_url) and try again"
+    return SourceError(f"{what} failed with {code}; {hint}")
+
+
+def list_s3_objects(client, location: S3Location, *, since: datetime | None = None) -> list[ObjectInfo]:  # noqa: ANN001
+    """Every object under a prefix, sorted by key, keys relative to the prefix.
+
+    Folder markers (keys ending in ``/``) and hidden names (a path part starting with
+    ``.``) are skipped, as in local folders.
+
+    Parameters
+    ----------
+    client : botocore S3 client
+    location : S3Location
+    since : datetime, optional
+        Watermark: only objects with ``LastModified >= since``.
+
+    Raises
+    ------
+    SourceError
+        If the bucket is missing or access is denied (not retried).
+    botocore.exceptions.ClientError, BotoCoreError
+        Transient failures, for the caller's retries.
+    """
+    found: list[ObjectInfo] = []
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(location.prefix) :]
+                if not key or key.endswith("/") or any(p.startswith(".") for p in key.split("/")):
+                    continue
+                if since is not None and item["LastModified"] < since:
+                    continue
+                found.append(ObjectInfo(key, int(item["Size"]), item["ETag"].strip('"'), item["LastModified"]))
+    except Exception as exc:
+        if is_transient(exc) or not error_code(exc):
+            raise
+        raise _source_error(exc, f"listing {location.url()}") from exc
+    found.sort()
+    return found
+
+
+def copy_s3_objects(client, source: S3Location, raw: S3Location, objects: Sequence[ObjectInfo]) -> dict[str, str]:  # noqa: ANN001
+    """Server-side copy provider -> raw zone, skipping raw copies that are already current.
+
+    A raw copy is current when its size matches and its ETag (or the provider ETag kept
+    in its metadata, for multipart copies) matches the provider's.
+
+    Returns
+    -------
+    dict
+        ``{key: reason}`` for objects that could not be copied and will not be retried
+        (``missing_object``, ``access_denied``).
+    """
+    failed: dict[str, str] = {}
+    for obj in objects:
+        dst = raw.key(obj.key)
+        try:
+            head = client.head_object(Bucket=raw.bucket, Key=dst)
+            current = head.get("ETag", "").strip('"') == obj.etag or head.get("Metadata", {}).get(SOURCE_ETAG_META) == obj.etag
+            if current and int(head["ContentLength"]) == obj.size:
+                continue
+        except Exception as exc:
+            if _permanent_reason(exc) != "missing_object":  # no raw copy yet is the only expected error
+                if is_transient(exc) or not error_code(exc):
+                    raise
+                raise _source_error(exc, f"reading the raw copy {raw.url(obj.key)}") from exc
+        try:
+            client.copy(
+                {"Bucket": source.bucket, "Key": source.key(obj.key)},
+                raw.bucket,
+                dst,
+                ExtraArgs={"Metadata": {SOURCE_ETAG_META: obj.etag}, "MetadataDirective": "REPLACE"},
+            )
+        except Exception as exc:
+            reason = _permanent_reason(exc)
+            if reason is None:
+                raise
+            failed[obj.key] = reason
+    return failed
+
+
+def _permanent_reason(exc: BaseException) -> str | None:
+    code = error_code(exc)
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return "missing_object"
+    if code in ("AccessDenied", "403"):
+        return "access_denied"
+    return None
+
+
+def download_s3_objects(
+    client,  # noqa: ANN001
+    location: S3Location,
+    objects: Sequence[ObjectInfo],
+    dest: Path,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Download objects into ``dest`` under safe local names (their index), not their keys.
+
+    Returns
+    -------
+    paths, failed : dict, dict
+        ``{key: local path}`` of downloaded objects and ``{key: reason}`` of objects
+        that are missing or denied (not retried).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    failed: dict[str, str] = {}
+    for index, obj in enumerate(objects):
+        path = dest / f"{index:06d}"
+        try:
+            client.download_file(location.bucket, location.key(obj.key), str(path))
+        except Exception as exc:
+            reason = _permanent_reason(exc)
+            if reason is None:
+                raise
+            failed[obj.key] = reason
+            continue
+        paths[obj.key] = path
+    return paths, failed
+
+
+def upload_s3_objects(client, pairs: Iterable[tuple[Path, str]], bucket: str, *, metadata: dict[str, dict[str, str]] | None = None) -> int:  # noqa: ANN001
+    """Upload ``(local path, key)`` pairs; return how many were uploaded."""
+    n = 0
+    for path, key in pairs:
+        extra = {"Metadata": metadata[key]} if metadata and key in metadata else None
+        client.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        n += 1
+    return n
+
+
+def upload_tree(client, root: Path, lake: S3Location, *, zones: Sequence[str]) -> int:  # noqa: ANN001
+    """Upload every file of the given zones of a local staging lake to the S3 lake.
+
+    Temporary ``.partial`` files are skipped. Returns the number of files uploaded.
+    """
+    pairs = []
+    for zone in zones:
+        base = root / zone
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.endswith(".partial"):
+                pairs.append((path, lake.key(path.relative_to(root).as_posix())))
+    return upload_s3_objects(client, pairs, lake.bucket)
+
+
+def missing_keys(client, lake: S3Location, relatives: Sequence[str]) -> list[str]:  # noqa: ANN001
+    """Which of ``relatives`` do not exist under the lake prefix."""
+    missing = []
+    for rel in relatives:
+        try:
+            client.head_object(Bucket=lake.bucket, Key=lake.key(rel))
+        except Exception as exc:
+            if _permanent_reason(exc) != "missing_object":
+                raise
+            missing.append(rel)
+    return missing
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
