@@ -8,11 +8,11 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import resolve_config
+from flows.reporting import emit_ingest_events, report_quarantine, wait_with_progress
 from flows.warehouse import build_warehouse
 from tasks.lake import ensure_table_schemas
 from tasks.prefect_tasks import copy_to_raw, extract_to_lake, list_source, render_previews
@@ -50,7 +50,7 @@ def ingest_dicom(
                     config.lake, extracted, ingested_at, config.deid_secret
                 )
             )
-    wait(outcomes)
+    wait_with_progress(outcomes)
     results = [f.result() for f in outcomes]
 
     rows: Counter[str] = Counter()
@@ -75,6 +75,8 @@ def ingest_dicom(
             lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
         )
     _report(summary)
+    report_quarantine(summary)
+    emit_ingest_events(summary, results, source=config.source, run_dbt=run_dbt)
     logger.info("Ingested %d files in %d batches", len(objects), summary["batches"])
     return summary
 
