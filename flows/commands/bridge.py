@@ -32,6 +32,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from flows.bridge import run_bridge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         run_bridge(args.queue_url, dlq_url=args.dlq_url, window_seconds=args.window, group_depth=args.group_depth)
     except KeyboardInterrupt:

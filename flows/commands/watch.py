@@ -36,6 +36,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from flows.bridge import FolderWatcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         FolderWatcher(folder, group_depth=args.group_depth).run(interval=args.interval)
     except KeyboardInterrupt:
