@@ -82,7 +82,19 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def moto_endpoint():
+    """moto's S3 + SQS server; the worker's flow runs reach it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, moto_endpoint):
     """Server + pools + `prefect deploy --all` + a process worker, with a local settings block."""
     root = tmp_path_factory.mktemp("deploy")
     port = _free_port()
@@ -98,6 +110,7 @@ def stack(tmp_path_factory):
         "DICOM_ETL_SETTINGS_BLOCK": "e2e-local",
         "DICOM_ETL_DEID_SECRET": "e2e-secret",
         "PYTHONUNBUFFERED": "1",
+        **_aws_env(moto_endpoint),
     }
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     s = Stack(root)
@@ -122,6 +135,11 @@ def stack(tmp_path_factory):
         yield s
     finally:
         s.stop()
+
+
+def _aws_env(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _healthy(api: str) -> bool:
@@ -194,19 +212,18 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
     ).json()
     assert any(t["name"].startswith("extract-") for t in task_runs)
 
+    completed = _events(stack, "dicom.ingest.completed")
+    assert completed and all(e["payload"]["lake"] == str(stack.lake) for e in completed)
+    assert any(e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed)
+    assert _events(stack, "dicom.batch.written")
+
+
+def _events(stack: Stack, name: str) -> list[dict]:
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}
+    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
+
 
 # --- S3 -> SQS -> bridge ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoint, synthetic_dir):
@@ -216,10 +233,9 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
 
     import boto3
 
-    aws = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(aws)
-    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    aws = _aws_env(moto_endpoint)
+    s3, sqs = (boto3.client(name, endpoint_url=moto_endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing") for name in ("s3", "sqs"))
     s3.create_bucket(Bucket="provider")
     queue = sqs.create_queue(QueueName="provider-events")["QueueUrl"]
     dlq = sqs.create_queue(QueueName="provider-events-dlq")["QueueUrl"]
@@ -253,9 +269,14 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
     runs = _wait(new_runs_done, 900, "runs started by S3 uploads to finish", stack, every=5)
     assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
     sources = {r["parameters"].get("source") for r in runs if r["deployment_name"] == "ingest-dicom/provider"}
-    assert sources == {"s3://provider/upload/"}
+    assert sources and all(src.startswith("s3://provider/upload/") for src in sources), sources
+    raw = duckdb.sql(
+        f"select source_key from read_parquet('{stack.lake}/tables/images/**/*.parquet', union_by_name=true)"
+    ).fetchall()
+    keys = {k for (k,) in raw}
+    assert any("site 1/" in k for k in keys), "loose uploads (a key with a space) reached the lake"
+    assert any("study.zip" in k for k in keys), "members of the uploaded ZIP reached the lake"
     with duckdb.connect(str(stack.warehouse), read_only=True) as con:
-        keys = {k for (k,) in con.sql("select source_key from stage.stg_images").fetchall()}
-    assert any("site 1/" in k for k in keys) and any("study.zip" in k for k in keys)
+        assert con.sql("select count(*) from processed.images").fetchone()[0] >= len(files)
     assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])[
         "Attributes"]["ApproximateNumberOfMessages"] == "0"
