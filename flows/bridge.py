@@ -199,7 +199,8 @@ class FolderWatcher:
         now = datetime.now(UTC).isoformat()
         objects = [CreatedObject(str(self.folder), k, s, e, now) for k, s, e in settled]
         arrivals = group_arrivals(objects, depth=self.group_depth)
-        self.send([object_event(o, scheme="file") for o in objects] + [arrival_event(a, scheme="file") for a in arrivals])
+        events = [object_event(o, scheme="file") for o in objects]
+        self.send(events + [arrival_event(a, scheme="file") for a in arrivals])
         self._reported.update({k: e for k, _, e in settled})  # only once accepted
         for a in arrivals:
             logger.info("%d files arrived under %s/%s", a.count, self.folder, a.prefix)

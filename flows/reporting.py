@@ -58,7 +58,8 @@ def report_quarantine(summary: dict, *, lake_hint: str = "quarantine/<reason>/")
         rows += [{"reason": q["reason"], "files": 1, "location": q["source_key"]} for q in quarantined]
     if not rows:
         rows = [{"reason": "-", "files": 0, "location": "nothing quarantined"}]
-    create_table_artifact(rows, key="ingest-quarantine", description="Files quarantined, by reason (no keys: they may hold PHI)")
+    description = "Files quarantined, by reason (no keys: they may hold PHI)"
+    create_table_artifact(rows, key="ingest-quarantine", description=description)
 
 
 def emit_ingest_events(summary: dict, results: Sequence, *, source: str, run_dbt: bool) -> None:

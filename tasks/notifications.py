@@ -98,7 +98,8 @@ def parse_s3_notification(body: str) -> list[CreatedObject]:
     try:
         message = json.loads(body)
     except (json.JSONDecodeError, TypeError) as exc:
-        msg = f"the message body is not JSON ({exc.msg if hasattr(exc, 'msg') else exc}); is the queue fed by S3 notifications?"
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+        msg = f"the message body is not JSON ({why}); is the queue fed by S3 notifications?"
         raise PoisonMessage("not_json", msg) from exc
     if isinstance(message, dict) and message.get("Type") == "Notification" and "Message" in message:
         return parse_s3_notification(message["Message"])  # delivered through SNS

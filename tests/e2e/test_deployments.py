@@ -116,7 +116,8 @@ def stack(tmp_path_factory, moto_endpoint):
     s = Stack(root)
     s.api, s.env = api, env
     server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root}/prefect.db"}
-    s.start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env)
+    server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    s.start("server", server, server_env)
     try:
         _wait(lambda: _healthy(api), 180, "the Prefect server to answer", s)
         s.env = {**env, "PREFECT": f"{sys.executable} -m prefect"}
@@ -214,7 +215,9 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
 
     completed = _events(stack, "dicom.ingest.completed")
     assert completed and all(e["payload"]["lake"] == str(stack.lake) for e in completed)
-    assert any(e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed)
+    assert any(
+        e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed
+    )
     assert _events(stack, "dicom.batch.written")
 
 

@@ -107,3 +107,14 @@ def test_a_file_is_reported_once_it_stops_changing():
     assert settled_objects({"a": (2, "v2")}, [("a", 2, "v2")], reported) == [("a", 2, "v2")]
     reported["a"] = "v2"
     assert settled_objects({"a": (2, "v2")}, [("a", 2, "v2")], reported) == []
+
+
+def test_backfill_dates_are_inclusive_and_checked():
+    from datetime import date
+
+    from flows.backfill import date_prefixes
+
+    assert date_prefixes(date(2024, 2, 28), date(2024, 3, 1)) == ["2024-02-28", "2024-02-29", "2024-03-01"]
+    assert date_prefixes(date(2024, 1, 1), date(2024, 1, 1), pattern="%Y/%m/%d") == ["2024/01/01"]
+    with pytest.raises(ValueError, match="before its start"):
+        date_prefixes(date(2024, 1, 2), date(2024, 1, 1))
