@@ -10,11 +10,11 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import resolve_config, resolve_s3_access
+from flows.reporting import emit_ingest_events, report_quarantine, wait_with_progress
 from flows.warehouse import _environment as environment
 from flows.warehouse import build_warehouse
 from flows.compress import compression_target, submit_compression
@@ -85,7 +85,7 @@ def ingest_dicom(
                     config.lake, staged, batch, batch_outcomes, scratch=scratch, access=access, processed_at=ingested_at
                 )
             )
-        wait(outcomes)
+        wait_with_progress(outcomes)
         results = [f.result() for f in outcomes]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -114,6 +114,8 @@ def ingest_dicom(
                 lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
             )
     _report(summary)
+    report_quarantine(summary)
+    emit_ingest_events(summary, results, source=config.source, run_dbt=run_dbt)
     logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary
 

@@ -9,4 +9,6 @@ and sets ``func``. Import heavy things inside the command function, not at modul
 MODULES: tuple[str, ...] = (
     "flows.commands.bench_preview",
     "flows.commands.blocks",
+    "flows.commands.bridge",
+    "flows.commands.watch",
 )

@@ -1,0 +1,98 @@
+"""What a run tells the Prefect UI and the automations: artifacts, progress, events.
+
+Counts and reason codes only: source keys may carry PHI (patient names in folder names),
+so they appear in the quarantine artifact only when the run logs at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import get_run_context
+from prefect.events import emit_event
+from prefect.futures import PrefectFuture, as_completed
+from prefect.logging import get_run_logger
+
+#: Event of one batch written to the lake.
+BATCH_WRITTEN = "dicom.batch.written"
+#: Event of a finished ingest run, with its new-row counts; starts the dbt deployment.
+INGEST_COMPLETED = "dicom.ingest.completed"
+
+
+def wait_with_progress(futures: Sequence[PrefectFuture], *, label: str = "batches") -> None:
+    """Wait for task futures, updating a progress artifact in the UI and a progress bar on a terminal."""
+    if not futures:
+        return
+    artifact_id = create_progress_artifact(0.0, description=f"{label} done") if len(futures) > 1 else None
+    bar = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        bar_task = bar.add_task(label, total=len(futures))
+    try:
+        for done, _future in enumerate(as_completed(list(futures)), start=1):
+            if artifact_id is not None and (done == len(futures) or done % max(1, len(futures) // 20) == 0):
+                update_progress_artifact(artifact_id, 100.0 * done / len(futures))
+            if bar is not None:
+                bar.update(bar_task, completed=done)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def report_quarantine(summary: dict, *, lake_hint: str = "quarantine/<reason>/") -> None:
+    """A table artifact of the files quarantined: counts per reason and where the copies are."""
+    quarantined = summary.get("quarantined", [])
+    reasons = Counter(q["reason"] for q in quarantined)
+    rows: list[dict] = [
+        {"reason": r, "files": n, "location": f"{summary['lake']}/{lake_hint.replace('<reason>', r)}"}
+        for r, n in sorted(reasons.items())
+    ]
+    if get_run_logger().isEnabledFor(logging.DEBUG):
+        rows += [{"reason": q["reason"], "files": 1, "location": q["source_key"]} for q in quarantined]
+    if not rows:
+        rows = [{"reason": "-", "files": 0, "location": "nothing quarantined"}]
+    description = "Files quarantined, by reason (no keys: they may hold PHI)"
+    create_table_artifact(rows, key="ingest-quarantine", description=description)
+
+
+def emit_ingest_events(summary: dict, results: Sequence, *, source: str, run_dbt: bool) -> None:
+    """``dicom.batch.written`` per batch and ``dicom.ingest.completed`` with the run's new rows."""
+    ctx = get_run_context()
+    run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else "local"
+    for batch_id, rows in _rows_per_batch(results).items():
+        emit_event(
+            BATCH_WRITTEN,
+            resource={"prefect.resource.id": f"dicom.batch.{batch_id}", "dicom.lake": str(summary["lake"])},
+            payload={"batch_id": batch_id, "rows": rows},
+        )
+    new_rows = {t: n for t, n in summary.get("new_rows", summary["raw_rows"]).items() if n}
+    emit_event(
+        INGEST_COMPLETED,
+        resource={
+            "prefect.resource.id": f"dicom.ingest.{run_id}",
+            "dicom.has_new_rows": "true" if new_rows else "false",
+            "dicom.warehouse_built": "true" if run_dbt else "false",
+        },
+        payload={
+            "source": source,
+            "lake": str(summary["lake"]),
+            "warehouse": str(summary["warehouse"]),
+            "files": summary["files"],
+            "new_rows": new_rows,
+            "rejected": summary["rejected"],
+        },
+    )
+
+
+def _rows_per_batch(results: Sequence) -> dict[str, dict[str, int]]:
+    per: dict[str, Counter] = {}
+    for outcome in results:
+        per.setdefault(outcome.batch_id, Counter()).update(outcome.rows)
+    return {b: dict(c) for b, c in per.items()}

@@ -1,0 +1,285 @@
+"""Deployments end to end: files arrive -> events -> triggers -> ingest and dbt runs -> rows.
+
+A real Prefect server (its own process, on a free port, fresh database), the work pools of
+``deployments/create-pools.sh``, ``prefect --no-prompt deploy --all`` of the project's
+``prefect.yaml``, a process worker, and the event sources: the folder watcher and the
+S3 -> SQS bridge on moto's server. Nothing starts a flow run by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """Processes of one test stack: server, worker, event sources; stopped in reverse order."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[tuple[subprocess.Popen, object]] = []
+        self.api = ""
+        self.env: dict[str, str] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((proc, log))
+        return proc
+
+    def run(self, args: list[str], timeout: int = 600) -> str:
+        out = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, f"{args}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
+    def stop(self) -> None:
+        for proc, log in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text()[-4000:]}" for p in sorted(self.root.glob("*.log"))
+        )
+
+    def flow_runs(self) -> list[dict]:
+        response = httpx.post(f"{self.api}/flow_runs/filter", json={"limit": 200}, timeout=30)
+        response.raise_for_status()
+        runs = response.json()
+        deployments = {
+            d["id"]: d for d in httpx.post(f"{self.api}/deployments/filter", json={}, timeout=30).json()
+        }
+        flows = {f["id"]: f["name"] for f in httpx.post(f"{self.api}/flows/filter", json={}, timeout=30).json()}
+        for run in runs:
+            dep = deployments.get(run.get("deployment_id"))
+            run["deployment_name"] = f"{flows.get(run['flow_id'])}/{dep['name']}" if dep else None
+        return runs
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's S3 + SQS server; the worker's flow runs reach it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, moto_endpoint):
+    """Server + pools + `prefect deploy --all` + a process worker, with a local settings block."""
+    root = tmp_path_factory.mktemp("deploy")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(root / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "DICOM_ETL_PROJECT_DIR": str(ROOT),
+        "DICOM_ETL_SETTINGS_BLOCK": "e2e-local",
+        "DICOM_ETL_DEID_SECRET": "e2e-secret",
+        "PYTHONUNBUFFERED": "1",
+        **_aws_env(moto_endpoint),
+    }
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    s = Stack(root)
+    s.api, s.env = api, env
+    server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root}/prefect.db"}
+    server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    s.start("server", server, server_env)
+    try:
+        _wait(lambda: _healthy(api), 180, "the Prefect server to answer", s)
+        s.env = {**env, "PREFECT": f"{sys.executable} -m prefect"}
+        s.run(["bash", str(ROOT / "deployments" / "create-pools.sh")], timeout=300)
+        incoming, lake, warehouse = root / "incoming", root / "lake", root / "warehouse.duckdb"
+        incoming.mkdir()
+        s.run([sys.executable, "-c", (
+            "from blocks.settings import DicomPipelineSettings as S;"
+            f"S(source={str(incoming)!r}, lake={str(lake)!r}, warehouse={str(warehouse)!r}, batch_size=50,"
+            "deid_secret='e2e-secret').save('e2e-local', overwrite=True)"
+        )])
+        s.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], timeout=600)
+        s.start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-process",
+                           "--type", "process", "--limit", "2"])
+        s.incoming, s.lake, s.warehouse = incoming, lake, warehouse
+        yield s
+    finally:
+        s.stop()
+
+
+def _aws_env(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(predicate, timeout: float, what: str, stack: Stack | None = None, every: float = 2.0):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{stack.logs() if stack else ''}")
+
+
+def _settled_runs(stack: Stack, *, want_ingest: int) -> list[dict] | None:
+    """All runs once at least `want_ingest` ingest runs and one dbt run after them are terminal."""
+    runs = stack.flow_runs()
+    ingest = [r for r in runs if r["deployment_name"] == "ingest-dicom/provider"]
+    dbt = [r for r in runs if r["deployment_name"] == "build-warehouse/rebuild"]
+    busy = [r for r in runs if r["state_type"] not in TERMINAL and r["deployment_name"]]
+    if len(ingest) >= want_ingest and dbt and not busy:
+        return runs
+    return None
+
+
+def test_deploy_created_every_deployment_and_trigger(stack):
+    names = {r for r in (d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}).json())}
+    assert {"provider", "local", "rebuild", "date-range"} <= names
+    automations = httpx.post(f"{stack.api}/automations/filter", json={}).json()
+    assert {"ingest-on-arrival", "dbt-after-ingest"} <= {a["name"] for a in automations}
+
+
+def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, synthetic_dir, pydicom_dir):
+    stack.start("watcher", [sys.executable, "-m", "flows", "watch", "--folder", str(stack.incoming), "--interval", "1"])
+    shutil.copytree(synthetic_dir, stack.incoming / "siteA")
+    odd = stack.incoming / "siteB"
+    odd.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "no_meta.dcm"):
+        shutil.copy(pydicom_dir / name, odd / name)
+    (odd / "notes.txt").write_text("not a DICOM file")
+
+    runs = _wait(lambda: _settled_runs(stack, want_ingest=1), 900, "ingest and dbt runs to finish", stack, every=5)
+    by_deployment = {}
+    for r in runs:
+        by_deployment.setdefault(r["deployment_name"], []).append(r["state_type"])
+    assert set(by_deployment["ingest-dicom/provider"]) == {"COMPLETED"}, (by_deployment, stack.logs())
+    assert set(by_deployment["build-warehouse/rebuild"]) == {"COMPLETED"}, (by_deployment, stack.logs())
+    assert all(r["deployment_name"] for r in runs), "every run came from a deployment"
+    with duckdb.connect(str(stack.warehouse), read_only=True) as con:
+        images = con.sql("select count(*) from processed.images").fetchone()[0]
+        patients = con.sql("select count(*) from processed.patients").fetchone()[0]
+    assert images >= 24 + 3 and patients >= 3
+
+    ingest = [r for r in runs if r["deployment_name"] == "ingest-dicom/provider"]
+    artifacts = httpx.post(
+        f"{stack.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [r["id"] for r in ingest]}}}
+    ).json()
+    assert {"ingest-summary", "ingest-counts", "ingest-quarantine"} <= {a["key"] for a in artifacts}
+    quarantine = [a for a in artifacts if a["key"] == "ingest-quarantine"]
+    reasons = {row["reason"] for a in quarantine for row in json.loads(a["data"])}
+    assert "not_dicom" in reasons
+    assert not any("notes.txt" in json.dumps(a["data"]) for a in quarantine), "no keys at info level"
+    task_runs = httpx.post(
+        f"{stack.api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [r["id"] for r in ingest]}}, "limit": 200}
+    ).json()
+    assert any(t["name"].startswith("extract-") for t in task_runs)
+
+    completed = _events(stack, "dicom.ingest.completed")
+    assert completed and all(e["payload"]["lake"] == str(stack.lake) for e in completed)
+    assert any(
+        e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed
+    )
+    assert _events(stack, "dicom.batch.written")
+
+
+def _events(stack: Stack, name: str) -> list[dict]:
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}
+    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
+
+
+# --- S3 -> SQS -> bridge ------------------------------------------------------------
+
+
+def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoint, synthetic_dir):
+    pytest.importorskip("tasks.storage_s3", reason="ingest from s3:// sources arrives with issue 5's branch")
+    import io
+    import zipfile
+
+    import boto3
+
+    aws = _aws_env(moto_endpoint)
+    s3, sqs = (boto3.client(name, endpoint_url=moto_endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing") for name in ("s3", "sqs"))
+    s3.create_bucket(Bucket="provider")
+    queue = sqs.create_queue(QueueName="provider-events")["QueueUrl"]
+    dlq = sqs.create_queue(QueueName="provider-events-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket="provider",
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    before = {r["id"] for r in stack.flow_runs()}
+    stack.start("bridge", [sys.executable, "-m", "flows", "bridge", "--queue-url", queue, "--dlq-url", dlq,
+                           "--window", "3"], {**stack.env, **aws})
+    files = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())
+    for path in files[: len(files) // 2]:
+        s3.put_object(Bucket="provider", Key=f"upload/site 1/{path.relative_to(synthetic_dir).as_posix()}",
+                      Body=path.read_bytes())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in files[len(files) // 2 :]:
+            zf.writestr(path.relative_to(synthetic_dir).as_posix(), path.read_bytes())
+    s3.put_object(Bucket="provider", Key="upload/study.zip", Body=buf.getvalue())
+
+    def new_runs_done():
+        runs = [r for r in stack.flow_runs() if r["id"] not in before]
+        ingest = [r for r in runs if r["deployment_name"] == "ingest-dicom/provider"]
+        if ingest and all(r["state_type"] in TERMINAL for r in runs) and any(
+            r["deployment_name"] == "build-warehouse/rebuild" for r in runs
+        ):
+            return runs
+        return None
+
+    runs = _wait(new_runs_done, 900, "runs started by S3 uploads to finish", stack, every=5)
+    assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
+    sources = {r["parameters"].get("source") for r in runs if r["deployment_name"] == "ingest-dicom/provider"}
+    assert sources and all(src.startswith("s3://provider/upload/") for src in sources), sources
+    raw = duckdb.sql(
+        f"select source_key from read_parquet('{stack.lake}/tables/images/**/*.parquet', union_by_name=true)"
+    ).fetchall()
+    keys = {k for (k,) in raw}
+    assert any("site 1/" in k for k in keys), "loose uploads (a key with a space) reached the lake"
+    assert any("study.zip" in k for k in keys), "members of the uploaded ZIP reached the lake"
+    with duckdb.connect(str(stack.warehouse), read_only=True) as con:
+        assert con.sql("select count(*) from processed.images").fetchone()[0] >= len(files)
+    assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "0"
