@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import resolve_config
 from flows.warehouse import build_warehouse
-from tasks.lake import ensure_table_schemas
+from tasks.lake import ensure_table_schemas, sweep_partials
 from tasks.prefect_tasks import copy_to_raw, extract_to_lake, list_source, render_previews
 from tasks.storage import batch_id, chunk
 
@@ -33,6 +33,8 @@ def ingest_dicom(
     config = resolve_config(settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size)
     logger = get_run_logger()
     ingested_at = datetime.now(UTC)
+    if swept := sweep_partials(Path(config.lake)):
+        logger.info("Removed %d partial files left by an interrupted run", swept)
     ensure_table_schemas(Path(config.lake))
 
     objects = list_source(config.source)
