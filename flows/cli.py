@@ -100,8 +100,12 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
         raise SourceError(msg)
     api = use_prefect_server()
     from flows.ingest import ingest_dicom
+    from flows.runners import batch_task_runner
 
-    summary = ingest_dicom(
+    flow = ingest_dicom
+    if args.dask_address:
+        flow = ingest_dicom.with_options(task_runner=batch_task_runner(args.dask_address))
+    summary = flow(
         source=source,
         lake=lake,
         warehouse=warehouse,
@@ -160,6 +164,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
+    )
+    p.add_argument(
+        "--dask-address",
+        default=os.environ.get("DICOM_ETL_DASK_ADDRESS"),
+        help="tcp://host:8786 of a Dask scheduler to run the batches on (default $DICOM_ETL_DASK_ADDRESS; threads if unset)",
     )
     p.add_argument(
         "--settings-block",

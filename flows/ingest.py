@@ -27,9 +27,10 @@ from tasks.prefect_tasks import (
     read_manifest,
     stage_to_scratch,
 )
+from tasks.lake import sweep_partials
 from tasks.storage import batch_id, chunk
 from tasks.staging import staging_lake_for
-from tasks.storage_s3 import render_prefix
+from tasks.storage_s3 import is_s3_url, render_prefix
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -54,6 +55,8 @@ def ingest_dicom(
     ingested_at = datetime.now(UTC)
     source_location = render_prefix(config.source, day=partition_date)
     target = compression_target(settings_block, compression, lake=config.lake) if previews else "local"
+    if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
+        logger.info("Removed %d partial files left by an interrupted run", swept)
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)

@@ -76,3 +76,17 @@ def quarantine_copy(lake: Path, src: Path, key: str, reason: str) -> str:
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
     return qkey
+
+
+def sweep_partials(lake: Path) -> int:
+    """Delete temporary ``.*.partial`` files a killed run left behind; return how many.
+
+    Only safe while no other run writes to the same lake (the ingest deployment has a
+    concurrency limit of one).
+    """
+    removed = 0
+    if lake.is_dir():
+        for path in lake.rglob(".*.partial"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -11,4 +11,6 @@ MODULES: tuple[str, ...] = (
     "flows.commands.blocks",
     "flows.commands.bridge",
     "flows.commands.watch",
+    "flows.commands.bench_ingest",
+    "flows.commands.synth",
 )

@@ -1,0 +1,158 @@
+"""``python -m flows bench-ingest``: the pipeline end to end vs a naive reference and a bare loop.
+
+Each variant runs in its own subprocess on the same files in the same run, so peak RSS is
+its own and the figures are comparable; the Prefect server's start is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+VARIANTS = ("naive", "bare", "pipeline")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench-ingest",
+        help="benchmark ingest (dbt excluded) against a naive reference and a bare single-core loop",
+    )
+    p.add_argument("--files", type=int, nargs="+", default=[2000, 20000], help="corpus sizes (default 2000 20000)")
+    p.add_argument("--profile", default="small", choices=["small", "realistic"], help="corpus profile")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--batch-size", type=int, default=None, help="pipeline files per task")
+    p.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp dir)")
+    p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--source", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """Child process: run one variant, print one JSON line."""
+    source, out = Path(args.source), Path(args.out)
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    start = time.perf_counter()
+    if args.run_variant == "naive":
+        from tasks.bench_ingest import naive_reference
+
+        naive_reference(files, out)
+    elif args.run_variant == "bare":
+        from tasks.bench_ingest import bare_loop
+
+        bare_loop(files, out)
+    else:
+        from flows.ingest import ingest_dicom
+
+        ingest_dicom(
+            source=str(source),
+            lake=str(out / "lake"),
+            warehouse=str(out / "warehouse.duckdb"),
+            batch_size=args.batch_size,
+            run_dbt=False,
+        )
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb()}))
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server() -> tuple[subprocess.Popen | None, str]:
+    if os.environ.get("PREFECT_API_URL"):
+        return None, os.environ["PREFECT_API_URL"]
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2):
+                return proc, api
+        except OSError:
+            time.sleep(1)
+    proc.terminate()
+    msg = "the Prefect server for the benchmark did not start within 180 s"
+    raise RuntimeError(msg)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.run_variant:
+        return _run_one(args)
+    from tasks.corpus import generate_corpus
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-"))
+    server, api = _start_server() if "pipeline" in args.variants else (None, "")
+    env = {**os.environ, "PREFECT_API_URL": api} if api else dict(os.environ)
+    env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; workdir {work}")
+    rows = []
+    try:
+        for n in args.files:
+            corpus = work / f"corpus-{args.profile}-{n}"
+            if not corpus.exists():
+                started = time.perf_counter()
+                info = generate_corpus(corpus, files=n, profile=args.profile, seed=args.seed)
+                print(f"generated {info.files} files, {info.bytes / 1e6:.1f} MB in {time.perf_counter() - started:.0f} s")
+            mb = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file()) / 1e6
+            results = {}
+            for variant in args.variants:
+                out = work / f"out-{variant}-{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [sys.executable, "-m", "flows", "bench-ingest", "--run-variant", variant,
+                       "--source", str(corpus), "--out", str(out)]
+                if args.batch_size:
+                    cmd += ["--batch-size", str(args.batch_size)]
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+                    msg = f"benchmark variant {variant} failed on {n} files (output above)"
+                    raise RuntimeError(msg)
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+                results[variant] = figures
+                rows.append((n, variant, figures["seconds"], n / figures["seconds"], mb / figures["seconds"], figures["peak_rss_mb"]))
+                print(f"  N={n:<6} {variant:<9} {figures['seconds']:8.1f} s {n / figures['seconds']:8.1f} files/s "
+                      f"{mb / figures['seconds']:7.2f} MB/s  peak RSS {figures['peak_rss_mb']:7.0f} MB", flush=True)
+            if "pipeline" in results:
+                for ref, label in (("naive", "c/a (vs naive)"), ("bare", "c/b (vs bare loop)")):
+                    if ref in results:
+                        print(f"  N={n:<6} speed-up {label}: {results[ref]['seconds'] / results['pipeline']['seconds']:.2f}x")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    sizes = sorted(set(args.files))
+    seconds = {(n, v): t for n, v, t, *_ in rows}
+    rss = {(n, v): r for n, v, *_, r in rows}
+    if len(sizes) >= 2:
+        lo, hi = sizes[0], sizes[-1]
+        for variant in args.variants:
+            if (lo, variant) in rss and (hi, variant) in rss:
+                print(f"{variant:<9} peak RSS N={hi} / N={lo}: {rss[hi, variant] / rss[lo, variant]:.2f}x; "
+                      f"ms per file {seconds[hi, variant] / hi * 1e3:.2f} vs {seconds[lo, variant] / lo * 1e3:.2f}")
+    return 0
