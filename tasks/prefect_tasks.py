@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import multiprocessing
 import os
 import threading
 from collections.abc import Sequence
@@ -188,7 +189,9 @@ def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
     Workers start once (forkserver) and stay for the life of the process, so a batch
     pays no start-up cost; ``workers <= 1`` renders in the task's own thread.
     """
-    if workers <= 1:
+    if workers <= 1 or multiprocessing.current_process().daemon:
+        # a daemonic process (a Dask or multiprocessing worker) may not start children:
+        # there the cluster already spreads batches over cores
         return None
     with _POOL_LOCK:  # batches run on several threads; start one pool, not one each
         return _pool(workers)
