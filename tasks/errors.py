@@ -45,3 +45,5 @@ class Reason(StrEnum):
     DICOMDIR = "dicomdir"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     PIXEL_DECODE = "pixel_decode"
+    TOO_DEEP = "too_deep"
+    BAD_VALUE = "bad_value"
