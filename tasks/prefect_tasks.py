@@ -6,8 +6,13 @@ input, a missing folder), so a corrupt file is never retried.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from pathlib import Path
 
@@ -64,14 +69,37 @@ def copy_to_raw(source: str, lake: str, objects: Sequence[ObjectInfo]) -> list[s
     return [str(p) for p in paths]
 
 
+@lru_cache(maxsize=4)
+def extraction_pool(workers: int) -> ProcessPoolExecutor:
+    """One process pool per worker count, created once per process and reused by every batch.
+
+    ``forkserver`` children start clean: forking a process that already runs Prefect's
+    threads is unsafe.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tasks.extract"])  # each worker starts with extraction imported
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 @task(name="extract-batch", **IO_RETRIES)
 def extract_to_lake(
-    lake: str, batch_id: str, objects: Sequence[ObjectInfo], raw_paths: Sequence[str], ingested_at: datetime
+    lake: str,
+    batch_id: str,
+    objects: Sequence[ObjectInfo],
+    raw_paths: Sequence[str],
+    ingested_at: datetime,
+    workers: int | None = None,
 ) -> BatchOutcome:
     """Extract a batch into entity tables, quarantine rejected files, write Parquet."""
     lineage = Lineage(batch_id, ingested_at)
     files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
-    frames = extract_batch(files, lineage).frames
+    workers = workers or os.cpu_count() or 1
+    executor = extraction_pool(workers) if workers > 1 else None
+    try:
+        frames = extract_batch(files, lineage, executor=executor, parts=workers).frames
+    except BrokenProcessPool:  # a worker died (killed, out of memory): drop the pool, go on serially
+        extraction_pool.cache_clear()
+        frames = extract_batch(files, lineage).frames
     lake_path = Path(lake)
     errors = frames[INGEST_ERRORS.name]
     if errors.height:

@@ -7,4 +7,5 @@ and sets ``func``. Import heavy things inside the command function, not at modul
 
 #: Modules whose ``register`` is called, in this order (one line per module).
 MODULES: tuple[str, ...] = (
+    "flows.commands.bench",
 )

@@ -1,0 +1,151 @@
+"""Extraction benchmark: our batch extraction against a bare pydicom loop, same files, same run.
+
+The reference is ``pydicom.dcmread(path, stop_before_pixels=True)`` over every file on
+one core: the least any reader of the headers must do. Our figure includes everything a
+batch does: reading the bytes, hashing them, parsing, decoding every element into the
+entity rows and the DICOM JSON header, building the frames and writing one Parquet file
+per table per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from tasks.extract import Lineage, SourceFile, extract_batch, quiet_pydicom
+from tasks.lake import write_tables
+from tasks.synthetic import generate_studies
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Files per second of each contender (``None`` when not measured)."""
+
+    files: int
+    bare_loop: float
+    serial: float
+    parallel: float | None
+    workers: int
+
+    @property
+    def serial_ratio(self) -> float:
+        """Our single-core extraction over the bare loop (target >= 0.7)."""
+        return self.serial / self.bare_loop
+
+    @property
+    def parallel_speedup(self) -> float | None:
+        """All cores over one core (target > 1)."""
+        return None if self.parallel is None else self.parallel / self.serial
+
+    def report(self) -> str:
+        """The figures as lines of text."""
+        lines = [
+            f"files: {self.files}",
+            f"bare pydicom.dcmread(stop_before_pixels=True), 1 core: {self.bare_loop:8.0f} files/s",
+            f"extract_batch + Parquet, 1 core:                      {self.serial:8.0f} files/s"
+            f"  ratio {self.serial_ratio:.2f} (target >= 0.70)",
+        ]
+        if self.parallel is not None:
+            lines.append(
+                f"extract_batch + Parquet, {self.workers} processes:               {self.parallel:8.0f} files/s"
+                f"  speedup {self.parallel_speedup:.2f}x over 1 core, ratio {self.parallel / self.bare_loop:.2f} over the bare loop"
+            )
+        return "\n".join(lines)
+
+
+def warm_up(seconds: float) -> float:
+    """Sleep in a pool worker, so that every worker has started and imported extraction."""
+    time.sleep(seconds)
+    return seconds
+
+
+def make_files(root: Path, count: int, *, seed: int = 5) -> list[Path]:
+    """Generate about ``count`` small synthetic DICOM files (5 modalities) under ``root``.
+
+    Returns
+    -------
+    list of Path
+        The files, sorted.
+    """
+    per_patient = 2 * 2 * 10
+    patients = max(1, -(-count // per_patient))
+    paths = generate_studies(root, patients=patients, studies_per_patient=2, series_per_study=2, images_per_series=10, seed=seed)
+    return sorted(paths)[:count]
+
+
+def time_bare_loop(paths: Sequence[Path]) -> float:
+    """Seconds for ``dcmread(path, stop_before_pixels=True)`` over every file."""
+    with quiet_pydicom():
+        start = time.perf_counter()
+        for path in paths:
+            pydicom.dcmread(path, stop_before_pixels=True)
+        return time.perf_counter() - start
+
+
+def time_extraction(
+    paths: Sequence[Path],
+    root: Path,
+    lake: Path,
+    *,
+    batch_size: int = 250,
+    executor: Executor | None = None,
+    workers: int = 1,
+) -> float:
+    """Seconds to extract every file in batches and write each batch's Parquet files."""
+    files = [SourceFile(p, str(p.relative_to(root)), "") for p in paths]
+    lineage = Lineage("bench")
+    start = time.perf_counter()
+    for i in range(0, len(files), batch_size):
+        batch_id = f"bench{i // batch_size:05d}"
+        frames = extract_batch(files[i : i + batch_size], Lineage(batch_id, lineage.ingested_at), executor=executor, parts=workers)
+        write_tables(lake, frames.frames, ingest_date=lineage.ingest_date, stage="extract", batch_id=batch_id)
+    return time.perf_counter() - start
+
+
+def run_benchmark(
+    root: Path,
+    *,
+    files: int = 2000,
+    batch_size: int = 250,
+    executor: Executor | None = None,
+    workers: int = 1,
+) -> BenchResult:
+    """Generate files under ``root``, then time the bare loop, one core and ``workers`` processes.
+
+    Parameters
+    ----------
+    root : Path
+        An empty scratch folder.
+    files : int, default 2000
+    batch_size : int, default 250
+        Files per ``extract_batch`` call, as the flow's batches.
+    executor : Executor, optional
+        A warmed-up process pool with ``workers`` processes; ``None`` skips that figure.
+    workers : int, default 1
+
+    Returns
+    -------
+    BenchResult
+    """
+    paths = make_files(root / "files", files)
+    time_bare_loop(paths[:50])  # warm the page cache and imports for every contender alike
+    bare = time_bare_loop(paths)
+    serial = time_extraction(paths, root / "files", root / "lake-1", batch_size=batch_size)
+    parallel = None
+    if executor is not None and workers > 1:
+        parallel = time_extraction(
+            paths, root / "files", root / f"lake-{workers}", batch_size=batch_size, executor=executor, workers=workers
+        )
+    n = len(paths)
+    return BenchResult(
+        files=n,
+        bare_loop=n / bare,
+        serial=n / serial,
+        parallel=None if parallel is None else n / parallel,
+        workers=workers,
+    )
