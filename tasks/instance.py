@@ -47,6 +47,7 @@ REQUIRED_UID_TAGS = tuple((kw, int(tag_for_keyword(kw))) for kw in REQUIRED_UIDS
 DEVICE_KEY_TAGS = tuple(int(tag_for_keyword(kw)) for kw in DEVICE_KEY_KEYWORDS)
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 PIXEL_DATA = 0x7FE00010
+DIRECTORY_RECORD_SEQUENCE = 0x00041220
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data.
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 NATIVE_SYNTAXES = frozenset(
@@ -104,7 +105,6 @@ def read_dicom(data: bytes) -> Dataset:
                 if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
                     msg = "no DICOM preamble, file meta or SOP identification was found"
                     raise FileRejected(Reason.NOT_DICOM, msg) from None
-            _ = ds.get("SOPClassUID")  # forces the parse of the identifying group
         except FileRejected:
             raise
         except RecursionError:
@@ -115,8 +115,9 @@ def read_dicom(data: bytes) -> Dataset:
         except Exception as exc:  # pydicom raises many types on garbage
             kind = Reason.TRUNCATED if "end of file" in str(exc).lower() else Reason.UNREADABLE
             raise FileRejected(kind, f"{type(exc).__name__}: {exc}"[:500]) from None
-    media_class = ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID")
-    if media_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+    meta = getattr(ds, "file_meta", None)
+    media_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    if media_class == MEDIA_STORAGE_DIRECTORY or DIRECTORY_RECORD_SEQUENCE in ds._dict:
         raise FileRejected(Reason.DICOMDIR, "a DICOMDIR index, not an instance")
     return ds
 
@@ -295,7 +296,7 @@ def extract_dataset(ds: Dataset, *, bulk_threshold: int = 1024) -> dict[str, dic
     missing = [kw for kw, tag in REQUIRED_UID_TAGS if not _first_text(text, tag)]
     if missing:
         raise FileRejected(Reason.MISSING_REQUIRED_UID, f"missing {', '.join(missing)}")
-    meta = ds.get("file_meta")
+    meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     ts = str(ts).strip() if ts else None
     _check_pixel_length(text, ts, ds)
