@@ -111,9 +111,10 @@ def decode_dataset(
     body: dict[str, Any] = {}
     # file order, as pydicom's to_json_dict; a valid file is in tag order already
     for tag, elem in elements.items():
-        key = f"{tag:08X}"
+        key = "%08X" % tag
         if isinstance(elem, RawDataElement):
-            _check_length(elem)
+            if elem.value is not None and elem.length != UNDEFINED_LENGTH and len(elem.value) < elem.length:
+                _check_length(elem)
             vr = elem.VR or _dictionary_vr(tag)
             if vr in FAST_VRS and vr != "UN" and vr != "SQ":
                 view, json_elem = _decode_raw(elem, vr, encodings, bulk_threshold)

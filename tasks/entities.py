@@ -65,6 +65,17 @@ class Entity:
         """``(keyword, tag, dtype)`` of each keyword column, for building rows fast."""
         return tuple((kw, int(tag_for_keyword(kw)), self.schema[kw]) for kw in self.keywords)
 
+    @cached_property
+    def column_kinds(self) -> tuple[tuple[str, int, type, bool], ...]:
+        """``(keyword, tag, str | int | float, is_list)`` of each keyword column."""
+        kinds = []
+        for kw, tag, dtype in self.columns:
+            is_list = isinstance(dtype, pl.List)
+            inner = dtype.inner if is_list else dtype
+            kind = str if inner == pl.Utf8 else int if inner == pl.Int64 else float
+            kinds.append((kw, tag, kind, is_list))
+        return tuple(kinds)
+
 
 def keyword_dtype(keyword: str) -> pl.DataType:
     """Polars type of a DICOM keyword from its dictionary VR and VM.

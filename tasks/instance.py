@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import polars as pl
 import pydicom
 from pydicom import config
 from pydicom.datadict import tag_for_keyword
@@ -214,29 +213,28 @@ def _check_pixel_length(text: dict[int, TextView], transfer_syntax: str | None, 
 
 def _row(text: dict[int, TextView], entity: Entity) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for kw, tag, dtype in entity.columns:
+    for kw, tag, kind, is_list in entity.column_kinds:
         view = text.get(tag)
-        row[kw] = None if view is None else _coerce(view[1], dtype)
+        row[kw] = None if view is None else _coerce(view[1], kind, is_list)
     return row
 
 
-def _coerce(values: list[Any] | None, dtype: pl.DataType) -> Any:
-    """Fit decoded values to their column: lists stay lists, scalars take the one value."""
+def _coerce(values: list[Any] | None, kind: type, is_list: bool) -> Any:
+    """Fit decoded values to their column: lists stay lists, scalars take the one value.
+
+    ``kind`` is ``str``, ``int`` or ``float`` (the column's element type).
+    """
     if not values:
         return None
-    is_list = isinstance(dtype, pl.List)
-    inner = dtype.inner if is_list else dtype
     out: list[Any] = []
     for v in values:
         if v is None:
             out.append(None)
-        elif inner == pl.Utf8:
+        elif kind is str:
             # trailing spaces are DICOM padding, not meaning
             out.append((v if isinstance(v, str) else str(v)).rstrip(" \x00"))
-        elif inner == pl.Int64:
-            out.append(_to_number(v, int))
         else:
-            out.append(_to_number(v, float))
+            out.append(_to_number(v, kind))
     if is_list:
         return out
     if len(out) == 1:
