@@ -29,6 +29,7 @@ from pydicom.uid import (
 )
 
 from tasks.dicom_json import TextView, decode_dataset
+from tasks.dicom_parse import parse_simple
 from tasks.entities import (
     DEVICE_KEY_KEYWORDS,
     DEVICES,
@@ -75,8 +76,10 @@ def quiet_pydicom() -> Iterator[None]:
 def read_dicom(data: bytes) -> Dataset:
     """Parse DICOM bytes into a dataset, or reject them with a reason.
 
-    Files without the 128-byte preamble or file meta group are accepted when what
-    follows parses as a dataset with the identifying UIDs.
+    Plain Part 10 little-endian files are split by :func:`tasks.dicom_parse.parse_simple`;
+    every other file goes through ``pydicom.dcmread``. Files without the 128-byte
+    preamble or file meta group are accepted when what follows parses as a dataset with
+    the identifying UIDs.
 
     Parameters
     ----------
@@ -95,6 +98,12 @@ def read_dicom(data: bytes) -> Dataset:
     """
     if not data:
         raise FileRejected(Reason.EMPTY_FILE, "the file has 0 bytes")
+    try:
+        simple = parse_simple(data)
+    except Exception:  # noqa: BLE001 - anything odd goes to pydicom's general reader below
+        simple = None
+    if simple is not None:
+        return _reject_dicomdir(simple)
     with quiet_pydicom():
         try:
             try:
@@ -114,6 +123,10 @@ def read_dicom(data: bytes) -> Dataset:
         except Exception as exc:  # pydicom raises many types on garbage
             kind = Reason.TRUNCATED if "end of file" in str(exc).lower() else Reason.UNREADABLE
             raise FileRejected(kind, f"{type(exc).__name__}: {exc}"[:500]) from None
+    return _reject_dicomdir(ds)
+
+
+def _reject_dicomdir(ds: Dataset) -> Dataset:
     meta = getattr(ds, "file_meta", None)
     media_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
     if media_class == MEDIA_STORAGE_DIRECTORY or DIRECTORY_RECORD_SEQUENCE in ds._dict:
