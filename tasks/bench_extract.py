@@ -31,6 +31,7 @@ class BenchResult:
     serial: float
     parallel: float | None
     workers: int
+    cpu_scaling: float | None = None
 
     @property
     def serial_ratio(self) -> float:
@@ -50,6 +51,11 @@ class BenchResult:
             f"extract_batch + Parquet, 1 core:                      {self.serial:8.0f} files/s"
             f"  ratio {self.serial_ratio:.2f} (target >= 0.70)",
         ]
+        if self.cpu_scaling is not None:
+            lines.append(
+                f"machine check: pure-Python work on {self.workers} processes ran {self.cpu_scaling:.2f}x "
+                "as fast as on 1 (the most any parallel figure can gain on this machine now)"
+            )
         if self.parallel is not None:
             lines.append(
                 f"extract_batch + Parquet, {self.workers} processes:               {self.parallel:8.0f} files/s"
@@ -62,6 +68,29 @@ def warm_up(seconds: float) -> float:
     """Sleep in a pool worker, so that every worker has started and imported extraction."""
     time.sleep(seconds)
     return seconds
+
+
+def burn(loops: int) -> float:
+    """Pure-Python CPU work; returns its own duration."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(loops):
+        total += i * i
+    return time.perf_counter() - start
+
+
+def measure_cpu_scaling(executor: Executor, workers: int, *, loops: int = 4_000_000) -> float:
+    """How much faster ``workers`` processes do fixed pure-Python work than this one process.
+
+    On an idle machine this is about the core count; on a shared one it shows how many
+    cores the benchmark really got.
+    """
+    start = time.perf_counter()
+    burn(loops)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    list(executor.map(burn, [loops // workers] * workers))
+    return one / (time.perf_counter() - start)
 
 
 def make_files(root: Path, count: int, *, seed: int = 5) -> list[Path]:
@@ -136,8 +165,9 @@ def run_benchmark(
     time_bare_loop(paths[:50])  # warm the page cache and imports for every contender alike
     bare = time_bare_loop(paths)
     serial = time_extraction(paths, root / "files", root / "lake-1", batch_size=batch_size)
-    parallel = None
+    parallel = scaling = None
     if executor is not None and workers > 1:
+        scaling = measure_cpu_scaling(executor, workers)
         parallel = time_extraction(
             paths, root / "files", root / f"lake-{workers}", batch_size=batch_size, executor=executor, workers=workers
         )
@@ -148,4 +178,5 @@ def run_benchmark(
         serial=n / serial,
         parallel=None if parallel is None else n / parallel,
         workers=workers,
+        cpu_scaling=scaling,
     )
