@@ -48,6 +48,8 @@ DEVICE_KEY_TAGS = tuple(int(tag_for_keyword(kw)) for kw in DEVICE_KEY_KEYWORDS)
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 PIXEL_DATA = 0x7FE00010
 DIRECTORY_RECORD_SEQUENCE = 0x00041220
+MEDIA_STORAGE_SOP_CLASS = 0x00020002
+TRANSFER_SYNTAX = 0x00020010
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data.
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 NATIVE_SYNTAXES = frozenset(
@@ -126,9 +128,19 @@ def read_dicom(data: bytes) -> Dataset:
     return _reject_dicomdir(ds)
 
 
-def _reject_dicomdir(ds: Dataset) -> Dataset:
+def _meta_uid(ds: Dataset, tag: int) -> str:
+    """A UI value of the file meta group, read raw (no element conversion); ``""`` if absent."""
     meta = getattr(ds, "file_meta", None)
-    media_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    elem = meta._dict.get(tag) if meta is not None else None
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return text.rstrip("\x00 ").strip()
+
+
+def _reject_dicomdir(ds: Dataset) -> Dataset:
+    media_class = _meta_uid(ds, MEDIA_STORAGE_SOP_CLASS)
     if media_class == MEDIA_STORAGE_DIRECTORY or DIRECTORY_RECORD_SEQUENCE in ds._dict:
         raise FileRejected(Reason.DICOMDIR, "a DICOMDIR index, not an instance")
     return ds
@@ -307,9 +319,7 @@ def extract_dataset(ds: Dataset, *, bulk_threshold: int = 1024) -> dict[str, dic
     missing = [kw for kw, tag in REQUIRED_UID_TAGS if not _first_text(text, tag)]
     if missing:
         raise FileRejected(Reason.MISSING_REQUIRED_UID, f"missing {', '.join(missing)}")
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    ts = str(ts).strip() if ts else None
+    ts = _meta_uid(ds, TRANSFER_SYNTAX) or None
     _check_pixel_length(text, ts, ds)
     dkey = device_key(text)
     series = _row(text, SERIES)
