@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     extract.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes for the all-cores figure (default: cpu count)"
     )
+    extract.add_argument("--repeats", type=int, default=3, help="interleaved rounds, best of each counts (default 3)")
     extract.add_argument("--keep", default=None, help="folder to keep the generated files and lakes in (default: a temp dir)")
     extract.set_defaults(func=cmd_bench_extract)
 
@@ -43,7 +44,8 @@ def cmd_bench_extract(args: argparse.Namespace) -> int:
             root.mkdir(parents=True, exist_ok=True)
             print(f"generating {args.files} synthetic files...", flush=True)
             result = run_benchmark(
-                root, files=args.files, batch_size=args.batch_size, executor=executor, workers=args.workers
+                root, files=args.files, batch_size=args.batch_size, executor=executor, workers=args.workers,
+                repeats=args.repeats,
             )
     finally:
         if executor is not None:

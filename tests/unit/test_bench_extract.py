@@ -5,11 +5,11 @@ from flows.cli import build_parser
 
 
 def test_benchmark_measures_every_contender_and_writes_the_tables(tmp_path):
-    result = run_benchmark(tmp_path, files=40, batch_size=20)
+    result = run_benchmark(tmp_path, files=40, batch_size=20, repeats=1)
     assert result.files == 40
     assert result.bare_loop > 0 and result.serial > 0 and result.parallel is None
     assert "ratio" in result.report()
-    written = sorted(p.parent.parent.name for p in (tmp_path / "lake-1" / "tables").rglob("*.parquet"))
+    written = sorted(p.parent.parent.name for p in (tmp_path / "lake-1-0" / "tables").rglob("*.parquet"))
     assert written.count("images") == 2  # one file per table per batch
 
 
