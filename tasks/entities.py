@@ -12,9 +12,10 @@ the keyword in the DICOM dictionary, so every batch writes the same schema:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
-from pydicom.datadict import dictionary_VM, dictionary_VR
+from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 
 INT_VRS = frozenset({"US", "SS", "UL", "SL", "SV", "UV", "US or SS"})
 FLOAT_VRS = frozenset({"FL", "FD"})
@@ -50,7 +51,7 @@ class Entity:
     keywords: tuple[str, ...]
     extra: tuple[tuple[str, pl.DataType], ...] = ()
 
-    @property
+    @cached_property
     def schema(self) -> dict[str, pl.DataType]:
         """Polars schema: derived columns, keywords, then lineage."""
         schema: dict[str, pl.DataType] = dict(self.extra)
@@ -58,6 +59,22 @@ class Entity:
             schema[kw] = keyword_dtype(kw)
         schema.update(LINEAGE_SCHEMA)
         return schema
+
+    @cached_property
+    def columns(self) -> tuple[tuple[str, int, pl.DataType], ...]:
+        """``(keyword, tag, dtype)`` of each keyword column, for building rows fast."""
+        return tuple((kw, int(tag_for_keyword(kw)), self.schema[kw]) for kw in self.keywords)
+
+    @cached_property
+    def column_kinds(self) -> tuple[tuple[str, int, type, bool], ...]:
+        """``(keyword, tag, str | int | float, is_list)`` of each keyword column."""
+        kinds = []
+        for kw, tag, dtype in self.columns:
+            is_list = isinstance(dtype, pl.List)
+            inner = dtype.inner if is_list else dtype
+            kind = str if inner == pl.Utf8 else int if inner == pl.Int64 else float
+            kinds.append((kw, tag, kind, is_list))
+        return tuple(kinds)
 
 
 def keyword_dtype(keyword: str) -> pl.DataType:

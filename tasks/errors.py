@@ -56,3 +56,5 @@ class Reason(StrEnum):
     ZIP_BOMB = "zip_bomb"
     PATH_TRAVERSAL = "path_traversal"
     NESTED_ARCHIVE = "nested_archive"
+    TOO_DEEP = "too_deep"
+    BAD_VALUE = "bad_value"

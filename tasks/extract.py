@@ -5,47 +5,48 @@ Prefect or reads the environment.
 """
 
 from __future__ import annotations
-
 import hashlib
-import io
-import json
-import logging
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pydicom
-from pydicom import config
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.pixels.utils import get_expected_length
-from pydicom.valuerep import PersonName
+import pyarrow as pa
 
 from tasks.entities import (
-    DEVICE_KEY_KEYWORDS,
     DEVICES,
     EXTRACTED,
     IMAGES,
     INGEST_ERRORS,
-    INSTANCES_HEADER,
     PATIENTS,
     SERIES,
     STUDIES,
     Entity,
 )
 from tasks.errors import FileRejected, Reason
+from tasks.instance import extract_dataset, header_json, quiet_pydicom, read_dicom
 
-#: Binary VRs whose values are dropped from the JSON header above ``bulk_threshold`` bytes.
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
-REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+__all__ = [
+    "BatchFrames",
+    "Lineage",
+    "SourceFile",
+    "duplicate_conflicts",
+    "error_row",
+    "extract_batch",
+    "extract_dataset",
+    "extract_rows",
+    "header_json",
+    "quiet_pydicom",
+    "read_dicom",
+    "sha256_hex",
+]
+
+#: Columns stamped on a whole batch at once, after extraction.
+BATCH_COLUMNS = frozenset({"batch_id", "ingested_at", "ingest_date"})
 
 
 @dataclass(frozen=True)
@@ -75,243 +76,14 @@ class Lineage:
     ingested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
-    def ingest_date(self):
+    def ingest_date(self) -> date:
+        """The partition date of the batch (UTC)."""
         return self.ingested_at.date()
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's per-value warnings, which would log header values (PHI)."""
-    previous = config.settings.reading_validation_mode
-    config.settings.reading_validation_mode = config.IGNORE
-    # pydicom also logs decoder failures with tracebacks; the caller reports them instead
-    pydicom_logger = logging.getLogger("pydicom")
-    previous_level = pydicom_logger.level
-    pydicom_logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        config.settings.reading_validation_mode = previous
-        pydicom_logger.setLevel(previous_level)
 
 
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def read_dicom(data: bytes) -> Dataset:
-    """Parse DICOM bytes into a dataset, or reject them with a reason.
-
-    Files without the 128-byte preamble or file meta group are accepted when what
-    follows parses as a dataset with the identifying UIDs.
-
-    Parameters
-    ----------
-    data : bytes
-        The whole file.
-
-    Returns
-    -------
-    pydicom.dataset.Dataset
-
-    Raises
-    ------
-    FileRejected
-        ``empty_file``, ``not_dicom``, ``truncated``, ``unreadable`` or ``dicomdir``.
-    """
-    if not data:
-        raise FileRejected(Reason.EMPTY_FILE, "the file has 0 bytes")
-    with quiet_pydicom():
-        try:
-            try:
-                ds = pydicom.dcmread(io.BytesIO(data))
-            except InvalidDicomError:
-                ds = pydicom.dcmread(io.BytesIO(data), force=True)
-                if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
-                    msg = "no DICOM preamble, file meta or SOP identification was found"
-                    raise FileRejected(Reason.NOT_DICOM, msg) from None
-            _ = ds.get("SOPClassUID")  # forces the parse of the identifying group
-        except FileRejected:
-            raise
-        except EOFError as exc:
-            raise FileRejected(Reason.TRUNCATED, f"the file ends early: {exc}") from None
-        except Exception as exc:  # pydicom raises many types on garbage
-            kind = Reason.TRUNCATED if "end of file" in str(exc).lower() else Reason.UNREADABLE
-            raise FileRejected(kind, f"{type(exc).__name__}: {exc}"[:500]) from None
-    media_class = ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID")
-    if media_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
-        raise FileRejected(Reason.DICOMDIR, "a DICOMDIR index, not an instance")
-    _check_pixel_length(ds)
-    return ds
-
-
-def _check_pixel_length(ds: Dataset) -> None:
-    """Reject native pixel data shorter than its description (a cut-off download)."""
-    elem = ds.get_item("PixelData") if "PixelData" in ds else None
-    if elem is None or ds.get("file_meta") is None:
-        return
-    ts = ds.file_meta.get("TransferSyntaxUID")
-    if ts is None or ts.is_compressed:
-        return
-    try:
-        expected = int(get_expected_length(ds, unit="bytes"))
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return  # the pixel description itself is broken; the preview stage reports it
-    actual = len(elem.value) if elem.value is not None else 0
-    if actual < expected:
-        msg = f"pixel data has {actual} bytes, its description needs {expected}"
-        raise FileRejected(Reason.TRUNCATED, msg)
-
-
-def element_value(elem: DataElement) -> Any:
-    """The value of an element as a plain Python value for a raw-table column.
-
-    PN keeps all its components as written (``Family^Given=Ideographic``), DS and IS
-    keep their original strings, multi-valued elements become lists.
-    """
-    value = elem.value
-    if value is None or value == "" or (isinstance(value, (list, MultiValue)) and not value):
-        return None
-    if isinstance(value, (list, MultiValue)):
-        return [_scalar(v) for v in value]
-    return _scalar(value)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, PersonName):
-        return str(value)
-    original = getattr(value, "original_string", None)
-    if original is not None:
-        return str(original).strip()
-    if isinstance(value, (int, float, str)):
-        return value
-    if isinstance(value, bytes):
-        return None
-    return str(value)
-
-
-def _row(ds: Dataset, entity: Entity) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    schema = entity.schema
-    for kw in entity.keywords:
-        elem = ds.get(kw) if kw in ds else None
-        value = None
-        if elem is not None:
-            value = element_value(ds[kw])
-        row[kw] = _coerce(value, schema[kw])
-    return row
-
-
-def _coerce(value: Any, dtype: pl.DataType) -> Any:
-    """Fit a value to its column: wrap scalars for lists, unwrap lists for scalars."""
-    if value is None:
-        return None
-    is_list = isinstance(dtype, pl.List)
-    inner = dtype.inner if is_list else dtype
-    values = value if isinstance(value, list) else [value]
-    out = []
-    for v in values:
-        if v is None:
-            out.append(None)
-        elif inner == pl.Utf8:
-            # trailing spaces are DICOM padding, not meaning
-            out.append(str(v).rstrip(" \x00"))
-        elif inner == pl.Int64:
-            out.append(_to_number(v, int))
-        else:
-            out.append(_to_number(v, float))
-    if is_list:
-        return out
-    return out[0] if len(out) == 1 else "\\".join(str(v) for v in values)
-
-
-def _to_number(value: Any, kind: type) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def device_key(ds: Dataset) -> str:
-    """A stable key for the equipment that made the instance.
-
-    SHA-256 (first 32 hex digits) of the identifying keywords' values, so the same
-    device gets the same key in every batch and run.
-    """
-    parts = [str(ds.get(kw, "") or "").strip() for kw in DEVICE_KEY_KEYWORDS]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def header_json(ds: Dataset, *, bulk_threshold: int = 1024) -> str:
-    """The whole header as DICOM JSON (PS3.18 Annex F), binary values above a cap dropped.
-
-    Sequences are nested and private elements kept. A binary value longer than
-    ``bulk_threshold`` bytes (pixel data, overlays, icons) becomes a ``BulkDataURI``
-    naming the tag and length instead of its bytes.
-
-    Parameters
-    ----------
-    ds : Dataset
-    bulk_threshold : int, default 1024
-        Largest binary value, in bytes, kept inline as base64.
-
-    Returns
-    -------
-    str
-        Compact JSON text.
-    """
-
-    def drop(elem: DataElement) -> str:
-        return f"urn:dicom-etl:dropped:{elem.tag:08X}:{elem.length or len(elem.value or b'')}"
-
-    body: dict[str, Any] = {}
-    for tag in ds.keys():
-        raw = ds.get_item(tag)
-        vr = getattr(raw, "VR", None)
-        length = getattr(raw, "length", 0) or 0
-        if vr in BINARY_VRS and length > bulk_threshold:
-            body[f"{int(tag):08X}"] = {"vr": vr, "BulkDataURI": drop(raw)}
-            continue
-        try:
-            body[f"{int(tag):08X}"] = ds[tag].to_json_dict(bulk_threshold, drop)
-        except Exception as exc:  # a value pydicom cannot encode stays visible
-            body[f"{int(tag):08X}"] = {"vr": vr or "UN", "InvalidValue": str(exc)[:200]}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
-def extract_dataset(ds: Dataset) -> dict[str, dict[str, Any]]:
-    """One row per entity table for one parsed instance.
-
-    Raises
-    ------
-    FileRejected
-        ``missing_required_uid`` when the instance cannot be placed in the model.
-    """
-    missing = [uid for uid in REQUIRED_UIDS if not str(ds.get(uid, "") or "").strip()]
-    if missing:
-        raise FileRejected(Reason.MISSING_REQUIRED_UID, f"missing {', '.join(missing)}")
-    dkey = device_key(ds)
-    series = _row(ds, SERIES)
-    series["device_key"] = dkey
-    devices = _row(ds, DEVICES)
-    devices["device_key"] = dkey
-    image = _row(ds, IMAGES)
-    ts = ds.get("file_meta", Dataset()).get("TransferSyntaxUID")
-    image["TransferSyntaxUID"] = str(ts) if ts else None
-    image["has_pixel_data"] = any(
-        t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-    )
-    return {
-        PATIENTS.name: _row(ds, PATIENTS),
-        STUDIES.name: _row(ds, STUDIES),
-        SERIES.name: series,
-        DEVICES.name: devices,
-        IMAGES.name: image,
-        INSTANCES_HEADER.name: {"SOPInstanceUID": str(ds.SOPInstanceUID)},
-    }
 
 
 @dataclass
@@ -332,13 +104,18 @@ def extract_batch(
     lineage: Lineage,
     *,
     bulk_threshold: int = 1024,
+    executor: Executor | None = None,
+    parts: int = 1,
 ) -> BatchFrames:
     """Extract a batch of files into one frame per entity table.
 
     Every file ends up either as a row of ``images`` (and of ``instances_header``) or
     as a row of ``ingest_errors`` with a reason; no file stops the batch.
     Patients, studies, series and devices are deduplicated within the batch on their
-    keys; images keep one row per file so conflicting duplicates stay visible.
+    keys; images keep one row per file, so conflicting duplicates (same SOPInstanceUID,
+    different content) stay visible, and each later copy also gets an
+    ``ingest_errors`` row with reason ``duplicate_conflict``.
+    The result depends only on the files (not on their order or on ``parts``).
 
     Parameters
     ----------
@@ -347,30 +124,69 @@ def extract_batch(
         Batch id and ingest time stamped on every row.
     bulk_threshold : int, default 1024
         See :func:`header_json`.
+    executor : concurrent.futures.Executor, optional
+        A process pool to spread the batch over (``spawn``/``forkserver`` context);
+        ``None`` extracts in this process.
+    parts : int, default 1
+        How many sub-batches to give the executor (usually its worker count).
 
     Returns
     -------
     BatchFrames
     """
+    ordered = sorted(files, key=lambda f: f.key)
+    if executor is None or parts <= 1 or len(ordered) < 2 * parts:
+        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold)]
+    else:
+        size = -(-len(ordered) // parts)
+        chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        futures = [executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold) for chunk in chunks]
+        pieces = [f.result() for f in futures]
+    frames = {name: pl.concat([p[name] for p in pieces], how="vertical") for name in pieces[0]}
+    conflicts = duplicate_conflicts(frames[IMAGES.name])
+    if conflicts.height:
+        frames[INGEST_ERRORS.name] = pl.concat([frames[INGEST_ERRORS.name], conflicts], how="vertical")
+    return BatchFrames({e.name: _frame(e, frames[e.name], lineage) for e in EXTRACTED})
+
+
+def extract_rows(files: Sequence[SourceFile], *, bulk_threshold: int = 1024) -> dict[str, pl.DataFrame]:
+    """Extract files into one frame per table, in the given order, before batch-level steps.
+
+    The unit of work of :func:`extract_batch` (also run in worker processes): no
+    lineage columns, no deduplication, no duplicate detection.
+
+    Parameters
+    ----------
+    files : sequence of SourceFile
+    bulk_threshold : int, default 1024
+
+    Returns
+    -------
+    dict of str to polars.DataFrame
+    """
     rows: dict[str, list[dict[str, Any]]] = {e.name: [] for e in EXTRACTED}
     with quiet_pydicom():
-        for src in sorted(files, key=lambda f: f.key):
+        for src in files:
             _extract_one(src, rows, bulk_threshold)
-    return BatchFrames({e.name: _frame(e, rows[e.name], lineage) for e in EXTRACTED})
+    # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
+    return {e.name: pl.from_arrow(pa.Table.from_pylist(rows[e.name], schema=_arrow_schema(e))) for e in EXTRACTED}
 
 
-def _extract_one(
-    src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_threshold: int
-) -> None:
+def _data_schema(entity: Entity) -> dict[str, pl.DataType]:
+    return {k: v for k, v in entity.schema.items() if k not in BATCH_COLUMNS}
+
+
+@lru_cache(maxsize=None)
+def _arrow_schema(entity: Entity) -> pa.Schema:
+    return pl.DataFrame(schema=_data_schema(entity)).to_arrow().schema
+
+
+def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_threshold: int) -> None:
     lineage_cols = {"source_key": src.key, "source_etag": src.etag}
     data = b""
     try:
         data = src.path.read_bytes()
-        ds = read_dicom(data)
-        entity_rows = extract_dataset(ds)
-        entity_rows[INSTANCES_HEADER.name]["header_json"] = header_json(
-            ds, bulk_threshold=bulk_threshold
-        )
+        entity_rows = extract_dataset(read_dicom(data), bulk_threshold=bulk_threshold)
     except FileRejected as exc:
         error = error_row(exc.reason, exc.detail, "extract", data=data)
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
@@ -378,6 +194,10 @@ def _extract_one(
     except OSError as exc:
         detail = f"cannot read the file: {exc.strerror or exc}"
         rows[INGEST_ERRORS.name].append(error_row(Reason.UNREADABLE, detail, "extract") | lineage_cols)
+        return
+    except RecursionError:
+        detail = "sequences are nested too deeply to read"
+        rows[INGEST_ERRORS.name].append(error_row(Reason.TOO_DEEP, detail, "extract", data=data) | lineage_cols)
         return
     except Exception as exc:  # a value no reader expected must not stop the batch
         detail = f"unexpected {type(exc).__name__} while reading the header"
@@ -387,8 +207,42 @@ def _extract_one(
     entity_rows[IMAGES.name]["file_size"] = len(data)
     entity_rows[IMAGES.name]["content_hash"] = sha256_hex(data)
     for name, row in entity_rows.items():
-        rows[name].append(row | lineage_cols)
+        row.update(lineage_cols)
+        rows[name].append(row)
 
+
+def duplicate_conflicts(images: pl.DataFrame) -> pl.DataFrame:
+    """``ingest_errors`` rows for files that repeat a SOPInstanceUID with other content.
+
+    Within ``images`` (ordered by source key), the first file of a SOPInstanceUID is the
+    reference; every later file with a different ``content_hash`` gets a
+    ``duplicate_conflict`` row. Identical copies are not conflicts.
+
+    Parameters
+    ----------
+    images : polars.DataFrame
+        Rows of the ``images`` table, without batch lineage.
+
+    Returns
+    -------
+    polars.DataFrame
+        Rows of ``ingest_errors`` (without batch lineage), possibly empty.
+    """
+    cols = ("SOPInstanceUID", "content_hash", "file_size", "source_key", "source_etag")
+    first: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for uid, chash, size, key, etag in images.select(cols).iter_rows():
+        reference = first.setdefault(uid, chash)
+        if chash == reference:
+            continue
+        detail = (
+            "another file of the batch has the same SOPInstanceUID with different content "
+            f"(content_hash {reference[:16]}...); both are kept in images"
+        )
+        row = error_row(Reason.DUPLICATE_CONFLICT, detail, "extract", sop_instance_uid=uid)
+        row.update(file_size=size, content_hash=chash, source_key=key, source_etag=etag)
+        out.append(row)
+    return pl.DataFrame(out, schema=_data_schema(INGEST_ERRORS))
 
 def error_row(
     reason: Reason | str,
@@ -410,15 +264,12 @@ def error_row(
     }
 
 
-def _frame(entity: Entity, rows: Iterable[dict[str, Any]], lineage: Lineage) -> pl.DataFrame:
-    schema = entity.schema
-    data_schema = {k: v for k, v in schema.items() if k not in ("batch_id", "ingested_at", "ingest_date")}
-    frame = pl.DataFrame(list(rows), schema=data_schema)
+def _frame(entity: Entity, frame: pl.DataFrame, lineage: Lineage) -> pl.DataFrame:
     frame = frame.with_columns(
         pl.lit(lineage.batch_id, pl.Utf8).alias("batch_id"),
         pl.lit(lineage.ingested_at, pl.Datetime("us", "UTC")).alias("ingested_at"),
         pl.lit(lineage.ingest_date, pl.Date).alias("ingest_date"),
-    ).select(list(schema))
+    ).select(list(entity.schema))
     if entity.name in (PATIENTS.name, STUDIES.name, SERIES.name, DEVICES.name):
         frame = frame.unique(subset=list(entity.key), keep="first", maintain_order=True)
     return frame

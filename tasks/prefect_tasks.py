@@ -151,12 +151,23 @@ def copy_to_raw(source: str, lake: str, objects: Sequence[ObjectInfo]) -> list[s
 
 @task(name="extract-batch", **IO_RETRIES)
 def extract_to_lake(
-    lake: str, batch_id: str, objects: Sequence[ObjectInfo], raw_paths: Sequence[str], ingested_at: datetime
+    lake: str,
+    batch_id: str,
+    objects: Sequence[ObjectInfo],
+    raw_paths: Sequence[str],
+    ingested_at: datetime,
+    workers: int | None = None,
 ) -> BatchOutcome:
     """Extract a batch into entity tables, quarantine rejected files, write Parquet."""
     lineage = Lineage(batch_id, ingested_at)
     files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
-    frames = extract_batch(files, lineage).frames
+    workers = workers or os.cpu_count() or 1
+    executor = shared_process_pool(workers)
+    try:
+        frames = extract_batch(files, lineage, executor=executor, parts=workers).frames
+    except BrokenProcessPool:  # a worker died (killed, out of memory): drop the pool, go on serially
+        _pool.cache_clear()
+        frames = extract_batch(files, lineage).frames
     lake_path = Path(lake)
     errors = frames[INGEST_ERRORS.name]
     if errors.height:
@@ -184,7 +195,7 @@ def extract_to_lake(
 
 
 def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """The process pool preview and archive tasks share (one per process, reused by batches).
+    """The process pool extraction, preview and archive tasks share (one per process, reused).
 
     Workers start once (forkserver) and stay for the life of the process, so a batch
     pays no start-up cost; ``workers <= 1`` renders in the task's own thread.

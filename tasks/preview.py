@@ -214,14 +214,14 @@ def _warm_worker() -> None:
 
 
 def make_process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`render_batch` (forkserver: safe beside Prefect's threads).
+    """A process pool for :func:`render_batch` and extraction (forkserver: safe beside Prefect's threads).
 
-    Workers import the decoders when they start; reuse the pool across batches.
+    Workers import extraction and the decoders when they start; reuse the pool across batches.
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         # the fork server imports these once; workers fork from it with them loaded
-        context.set_forkserver_preload(["tasks.preview", "tasks.transcode"])
+        context.set_forkserver_preload(["tasks.extract", "tasks.preview", "tasks.transcode"])
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_warm_worker)

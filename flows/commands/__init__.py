@@ -13,4 +13,5 @@ MODULES: tuple[str, ...] = (
     "flows.commands.watch",
     "flows.commands.bench_ingest",
     "flows.commands.synth",
+    "flows.commands.bench",
 )

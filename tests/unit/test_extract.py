@@ -22,9 +22,12 @@ def test_every_pydicom_test_file_is_accounted_for(pydicom_dir):
     files = _files(pydicom_dir)
     frames = extract_batch(files, Lineage("b1"))
     images = set(frames["images"]["source_key"])
-    errors = set(frames["ingest_errors"]["source_key"])
-    assert images.isdisjoint(errors)
-    assert images | errors == {f.key for f in files}
+    errors = frames["ingest_errors"]
+    rejected = set(errors.filter(pl.col("reason") != "duplicate_conflict")["source_key"])
+    conflicts = set(errors.filter(pl.col("reason") == "duplicate_conflict")["source_key"])
+    assert images.isdisjoint(rejected)
+    assert conflicts <= images  # conflicting copies stay visible in images
+    assert images | rejected == {f.key for f in files}
     assert len(images) > 100
     assert frames["ingest_errors"]["reason"].is_in([r.value for r in Reason]).all()
 
@@ -33,6 +36,7 @@ def test_every_pydicom_test_file_is_accounted_for(pydicom_dir):
     ("name", "reason"),
     [
         ("MR_truncated.dcm", Reason.TRUNCATED),
+        ("rtplan_truncated.dcm", Reason.TRUNCATED),  # cut inside the header, not the pixels
         ("README.txt", Reason.NOT_DICOM),
         ("dicomdirtests/DICOMDIR", Reason.DICOMDIR),
         ("UN_sequence.dcm", Reason.MISSING_REQUIRED_UID),
@@ -151,3 +155,62 @@ def test_make_instance_round_trips(tmp_path):
     path = tmp_path / "x.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert pydicom.dcmread(path).pixel_array.shape == (mod.rows, mod.columns)
+
+
+def _copy_with_change(src: Path, dst: Path, **changes) -> None:
+    ds = pydicom.dcmread(src)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+
+
+def test_conflicting_duplicates_stay_visible_and_get_an_error_row(synthetic_dir, tmp_path):
+    original = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())[0]
+    (tmp_path / "a.dcm").write_bytes(original.read_bytes())
+    (tmp_path / "b.dcm").write_bytes(original.read_bytes())  # identical copy: not a conflict
+    _copy_with_change(original, tmp_path / "c.dcm", SeriesDescription="edited by the provider")
+    frames = extract_batch(_files(tmp_path), Lineage("b"))
+    images = frames["images"]
+    assert images.height == 3 and images["SOPInstanceUID"].n_unique() == 1
+    errors = frames["ingest_errors"]
+    assert errors.select("source_key", "reason").rows() == [("c.dcm", "duplicate_conflict")]
+    conflict = errors.row(0, named=True)
+    assert conflict["SOPInstanceUID"] == images["SOPInstanceUID"][0]
+    assert conflict["content_hash"] == images.filter(pl.col("source_key") == "c.dcm")["content_hash"][0]
+
+
+def test_process_pool_gives_the_same_rows_as_one_process(pydicom_dir):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    files = _files(pydicom_dir)
+    lineage = Lineage("b")
+    serial = extract_batch(files, lineage)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        parallel = extract_batch(list(reversed(files)), lineage, executor=pool, parts=2)
+    for name in serial.frames:
+        assert serial[name].equals(parallel[name]), name
+
+
+def test_deep_nesting_in_a_file_is_rejected_not_crashing(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    inner = ds
+    for _ in range(100):  # real files nest < 10 levels
+        item = Dataset()
+        item.CodeValue = "X"
+        inner.ContentSequence = Sequence([item])
+        inner = item
+    ds.save_as(tmp_path / "deep.dcm")
+    frames = extract_batch(_files(tmp_path), Lineage("b"))
+    assert frames["ingest_errors"]["reason"].to_list() == ["too_deep"]
+
+
+def test_every_row_of_images_has_its_header(pydicom_dir):
+    frames = extract_batch(_files(pydicom_dir), Lineage("b"))
+    assert frames["instances_header"]["source_key"].to_list() == frames["images"]["source_key"].to_list()
+    for text in frames["instances_header"]["header_json"]:
+        json.loads(text)

@@ -1,0 +1,113 @@
+"""A lean reader for the common shape of DICOM file: Part 10, little endian, defined lengths.
+
+``pydicom.dcmread`` is general and careful, and most of extraction's time went into it.
+Most files a provider sends are the plain case: 128-byte preamble, ``DICM``, an explicit
+VR little endian meta group, then an explicit or implicit VR little endian data set whose
+elements all have defined lengths. For exactly that case :func:`parse_simple` splits the
+bytes into pydicom's own raw elements (the same ``RawDataElement`` tuples ``dcmread``
+builds) in one tight loop; anything else (no preamble, big endian, deflate, encapsulated
+pixel data, undefined lengths, odd VR bytes) returns ``None`` and the caller uses
+``dcmread``. Values are decoded afterwards by :mod:`tasks.dicom_json` either way, and the
+tests compare both paths with pydicom and dcmtk.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+UNDEFINED_LENGTH = 0xFFFFFFFF
+#: VRs with a 2-byte reserved field and a 4-byte length in explicit VR.
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"})
+SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
+     b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+VR_TEXT = {vr: vr.decode() for vr in LONG_VRS | SHORT_VRS}
+_HEADER = struct.Struct("<HH2sH")
+_IMPLICIT = struct.Struct("<HHI")
+_LONG_LENGTH = struct.Struct("<I")
+
+
+def parse_simple(data: bytes) -> Dataset | None:
+    """Parse a plain Part 10 little-endian file into raw elements, or ``None`` if it isn't one.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset or None
+        A dataset of ``RawDataElement`` (values not yet converted) with ``file_meta``,
+        as ``dcmread`` would return for this file; ``None`` when the file needs
+        ``dcmread``'s general reader.
+    """
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    meta, offset = _read_elements(data, 132, explicit=True, meta=True)
+    if meta is None:
+        return None
+    ts_elem = meta.get(0x00020010)
+    if ts_elem is None or ts_elem.value is None:
+        return None
+    ts = ts_elem.value.decode("ascii", "replace").rstrip("\x00 ")
+    if ts not in (EXPLICIT_LE, IMPLICIT_LE):
+        return None
+    explicit = ts == EXPLICIT_LE
+    if not explicit and len(data) >= offset + 6 and data[offset + 4 : offset + 6] in VR_TEXT:
+        return None  # says implicit but looks explicit: dcmread knows how to cope
+    elements, end = _read_elements(data, offset, explicit=explicit, meta=False)
+    if elements is None:
+        return None
+    ds = Dataset(elements)
+    ds.file_meta = FileMetaDataset(meta)
+    ds.set_original_encoding(not explicit, True, None)
+    return ds
+
+
+def _read_elements(
+    data: bytes, offset: int, *, explicit: bool, meta: bool
+) -> tuple[dict[int, RawDataElement] | None, int]:
+    """Split elements from ``offset``: the meta group only (``meta``) or to the end of the data."""
+    out: dict[int, RawDataElement] = {}
+    size = len(data)
+    unpack_header = _HEADER.unpack_from
+    unpack_implicit = _IMPLICIT.unpack_from
+    unpack_long = _LONG_LENGTH.unpack_from
+    implicit = not explicit
+    while offset + 8 <= size:
+        if explicit:
+            group, elem, vr_bytes, length = unpack_header(data, offset)
+            if meta and group != 0x0002:
+                break
+            vr = VR_TEXT.get(vr_bytes)
+            if vr is None or group == 0xFFFE:
+                return None, offset
+            if vr_bytes in LONG_VRS:
+                if offset + 12 > size:
+                    return None, offset
+                (length,) = unpack_long(data, offset + 8)
+                start = offset + 12
+            else:
+                start = offset + 8
+        else:
+            group, elem, length = unpack_implicit(data, offset)
+            if group == 0xFFFE:
+                return None, offset
+            vr = None
+            start = offset + 8
+        if length == UNDEFINED_LENGTH:
+            return None, offset
+        tag = group << 16 | elem
+        end = start + length
+        value = data[start:end]  # shorter than ``length`` when the file is cut: reported later
+        out[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+        offset = end
+    return out, offset
