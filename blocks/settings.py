@@ -33,6 +33,14 @@ class DicomPipelineSettings(Block):
     dbt_target: str = Field(default="duckdb", description="profiles.yml target: duckdb or snowflake.")
     batch_size: int = Field(default=200, ge=1, description="Files per extraction task.")
     deid_secret: SecretStr = Field(description="Key of the HMAC pseudonyms. Never logged.")
+    # Snowflake target (dbt_target = "snowflake"): the prefect-snowflake SnowflakeConnector block
+    # dbt and the raw loader use, and an endpoint override for a non-standard server (fakesnow).
+    snowflake_connector_block: str = Field(
+        default="dicom-etl-snowflake", description="Name of the SnowflakeConnector block of the Snowflake target."
+    )
+    snowflake_host: str | None = Field(default=None, description="Snowflake host; only for a non-standard endpoint.")
+    snowflake_port: int | None = Field(default=None, description="Snowflake port; only for a non-standard endpoint.")
+    snowflake_protocol: str | None = Field(default=None, description="https (default) or http (fakesnow).")
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@
             {%- elif r['type'] == 'AS' -%}
                 {%- do exprs.append(generalize_age(col) ~ ' as ' ~ r['name']) -%}
             {%- else -%}
-                {%- do exprs.append(clean_descriptor(col, base) ~ ' as ' ~ r['name']) -%}
+                {%- do exprs.append(clean_descriptor(col, 'deid_flag_' ~ r['name']) ~ ' as ' ~ r['name']) -%}
             {%- endif -%}
         {%- elif r['name'] -%}
             {#- Z with a processed_name: kept as an empty (null) column -#}
@@ -75,6 +75,14 @@
     {%- for r in deid_rules(entity) if r['action'] in ('U', 'D') %}
     left join {{ source('deid', 'deid_pseudonyms') }} as {{ r['join'] }}
         on {{ r['join'] }}.original = {{ base }}.{{ r['stage_name'] }}
+    {%- endfor %}
+    {%- for r in deid_rules(entity) if r['action'] == 'C' and r['type'] not in ('DA', 'DT', 'TM', 'AS') %}
+    left join (
+        select distinct d.{{ r['stage_name'] }} as descriptor
+        from {{ base }} as d
+        inner join {{ ref('stg_phi_terms') }} as t on position(t.term in upper(d.{{ r['stage_name'] }})) > 0
+    ) as deid_flag_{{ r['name'] }}
+        on deid_flag_{{ r['name'] }}.descriptor = {{ base }}.{{ r['stage_name'] }}
     {%- endfor %}
     {%- if patient_key %}
     left join {{ source('deid', 'deid_pseudonyms') }} as deid__patient
@@ -134,24 +142,15 @@
 {#
   Clean Descriptors (113105), conservatively: a free-text descriptor is kept only when it
   holds nothing that looks like an identifier: no person-name separator (^), no e-mail, no
-  run of 5+ digits (IDs, UIDs, dates), no date-like pattern, and none of the patient's own
-  name parts or ID (the base relation carries them as phi_* columns, see phi_terms).
+  run of 5+ digits (IDs, UIDs, dates), no date-like pattern, and no name part or ID of any
+  patient or referring physician of the lake (stg_phi_terms; the deid_joins flag join).
   Otherwise it is removed (null).
 #}
-{% macro clean_descriptor(column, base) -%}
+{% macro clean_descriptor(column, flag) -%}
     case
         when {{ column }} is null or trim({{ column }}) = '' then null
         when {{ regex_match(column, '[0-9]{5,}|[0-9]{1,4}[-./][0-9]{1,2}[-./][0-9]{1,4}|[@^]') }} then null
-        {%- for term in ['phi_family_name', 'phi_given_name', 'phi_patient_id'] %}
-        when length({{ base }}.{{ term }}) >= 3 and position(upper({{ base }}.{{ term }}) in upper({{ column }})) > 0 then null
-        {%- endfor %}
+        when {{ flag }}.descriptor is not null then null
         else {{ column }}
     end
-{%- endmacro %}
-
-{# The patient's own identifiers, for clean_descriptor. Internal to the model; never selected out. #}
-{% macro phi_terms(patients) -%}
-    nullif(trim(split_part({{ patients }}.patient_name, '^', 1)), '') as phi_family_name,
-    nullif(trim(split_part({{ patients }}.patient_name, '^', 2)), '') as phi_given_name,
-    nullif(trim({{ patients }}.patient_id), '') as phi_patient_id
 {%- endmacro %}

@@ -1,6 +1,7 @@
 {{ config(unique_key='series_pseudo_uid') }}
 -- depends_on: {{ ref('internal_anonymization_rules') }}
 -- depends_on: {{ ref('internal_column_types') }}
+-- depends_on: {{ ref('stg_phi_terms') }}
 {#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with series as (
     select * from {{ ref('stg_series') }}
@@ -12,11 +13,9 @@ with series as (
 base as (
     select
         series.*,
-        studies.patient_key,
-        {{ phi_terms('patients') }}
+        studies.patient_key
     from series
     left join {{ ref('stg_studies') }} as studies on series.study_instance_uid = studies.study_instance_uid
-    left join {{ ref('stg_patients') }} as patients on studies.patient_key = patients.patient_key
 ),
 
 deidentified as (

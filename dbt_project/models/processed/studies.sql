@@ -1,6 +1,7 @@
 {{ config(unique_key='study_pseudo_uid') }}
 -- depends_on: {{ ref('internal_anonymization_rules') }}
 -- depends_on: {{ ref('internal_column_types') }}
+-- depends_on: {{ ref('stg_phi_terms') }}
 {#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with studies as (
     select * from {{ ref('stg_studies') }}
@@ -11,10 +12,8 @@ with studies as (
 
 base as (
     select
-        studies.*,
-        {{ phi_terms('patients') }}
+        studies.*
     from studies
-    left join {{ ref('stg_patients') }} as patients on studies.patient_key = patients.patient_key
 ),
 
 deidentified as (
