@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -64,8 +65,10 @@ def collect_phi(root: Path) -> Phi:
     public: set[str] = set()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-            elements = list(ds.iterall()) + (list(ds.file_meta) if hasattr(ds, "file_meta") else [])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's test files are odd on purpose
+                ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+                elements = list(ds.iterall()) + (list(ds.file_meta) if hasattr(ds, "file_meta") else [])
         except Exception:  # noqa: BLE001 - not DICOM / unreadable: quarantined, never in processed tables
             continue
         for elem in elements:
