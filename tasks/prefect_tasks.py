@@ -130,11 +130,13 @@ def render_previews(
 
 @task(name="write-pseudonym-map", cache_policy=NO_CACHE, **IO_RETRIES)
 def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
-    """Compute the pseudonym map of the lake and write it into the DuckDB warehouse."""
+    """Compute the pseudonym map of the lake and write it beside the DuckDB warehouse."""
     from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules, write_pseudonyms_duckdb
 
+    from tasks.warehouse import deid_database
+
     table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
-    rows = write_pseudonyms_duckdb(Path(warehouse), table)
+    rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
     get_run_logger().info("Pseudonym map: %d identifiers", rows)
     return rows
 

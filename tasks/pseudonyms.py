@@ -11,8 +11,9 @@ the lake's raw tables, and each distinct value gets
 - ``date_offset_days``: 1..365 days, used when the value is a patient key to shift that
   patient's dates (Retain Longitudinal Temporal Information with Modified Dates).
 
-The map is loaded into ``internal.deid_pseudonyms`` before dbt runs; the processed models
-join it. The secret therefore never reaches dbt (nor its logs, nor its compiled SQL), and
+The map is loaded into ``internal.deid_pseudonyms`` before dbt runs (DuckDB: in its own
+file beside the warehouse, attached read-only; Snowflake: the target database); the
+processed models join it. The secret therefore never reaches dbt (nor its logs, nor its compiled SQL), and
 DuckDB and Snowflake get byte-identical pseudonyms.
 """
 
@@ -152,10 +153,10 @@ def pseudonym_table(values: list[str], secret: str) -> pa.Table:
     )
 
 
-def write_pseudonyms_duckdb(warehouse: Path, table: pa.Table, *, schema: str = "internal") -> int:
-    """Replace ``<schema>.deid_pseudonyms`` in a DuckDB warehouse file; return its rows."""
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
+def write_pseudonyms_duckdb(database: Path, table: pa.Table, *, schema: str = "internal") -> int:
+    """Replace ``<schema>.deid_pseudonyms`` in a DuckDB file (the map's own file); return its rows."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(database)) as con:
         con.execute(f"create schema if not exists {schema}")
         con.register("pseudonyms_arrow", table)
         con.execute(f"create or replace table {schema}.deid_pseudonyms as select * from pseudonyms_arrow")

@@ -37,6 +37,7 @@ def dbt_environment(
     env = {
         "DICOM_ETL_LAKE": str(Path(lake).resolve()) if "://" not in lake else lake,
         "DICOM_ETL_WAREHOUSE": str(Path(warehouse).resolve()),
+        "DICOM_ETL_DEID_DB": str(deid_database(warehouse).resolve()),
         "DICOM_ETL_DBT_TARGET": target,
     }
     if target == "snowflake":
@@ -44,6 +45,16 @@ def dbt_environment(
         env["DICOM_ETL_SNOWFLAKE_PORT"] = str(snowflake_port or 0)
         env["DICOM_ETL_SNOWFLAKE_PROTOCOL"] = snowflake_protocol or ""
     return env
+
+
+def deid_database(warehouse: str | Path) -> Path:
+    """The DuckDB file of the pseudonym map, beside the warehouse (``x.duckdb`` -> ``x.deid.duckdb``).
+
+    Kept apart so the warehouse file can be shared without the map that links its
+    pseudonyms back to identifiers; dbt attaches it read-only.
+    """
+    path = Path(warehouse)
+    return path.with_name(f"{path.stem}.deid.duckdb")
 
 
 def select_profile_target(profiles: dict[str, Any], *, target: str, snowflake_block: str) -> dict[str, Any]:

@@ -132,3 +132,12 @@ def test_no_secret_or_key_material_left_in_the_project(duckdb_built):
         if path.is_file():
             text = path.read_text(errors="ignore")
             assert not any(n in text for n in needles), path
+
+
+def test_warehouse_file_holds_no_identifier_map(duckdb_built):
+    """The map linking pseudonyms to identifiers lives in its own file, not in the warehouse."""
+    from tasks.warehouse import deid_database
+
+    tables = _sql(duckdb_built["warehouse"], "select table_schema, table_name from information_schema.tables")
+    assert ("internal", "deid_pseudonyms") not in tables
+    assert _sql(deid_database(duckdb_built["warehouse"]), "select count(*) from internal.deid_pseudonyms")[0][0] > 0

@@ -96,6 +96,7 @@ def test_profile_keeps_only_the_target_and_renames_the_block():
 
 def test_dbt_environment_carries_no_key_material(tmp_path: Path):
     env = dbt_environment(lake=str(tmp_path), warehouse=str(tmp_path / "w.duckdb"), target="duckdb")
-    assert not any("DEID" in k or "SECRET" in k for k in env)
+    assert not any(word in k for k in env for word in ("SECRET", "IPAD", "OPAD"))
+    assert env["DICOM_ETL_DEID_DB"].endswith("w.deid.duckdb")
     with pytest.raises(WarehouseError, match="dbt_target"):
         dbt_environment(lake=str(tmp_path), warehouse="w", target="postgres")
