@@ -45,7 +45,14 @@ class DicomPipelineSettings(Block):
     )
     provider_bucket_block: str | None = Field(default=None, description="Name of the provider's S3Bucket block.")
     lake_bucket_block: str | None = Field(default=None, description="Name of the lake's S3Bucket block.")
-    snowflake_connector_block: str | None = Field(default=None, description="Name of the SnowflakeConnector block.")
+    # Snowflake target (dbt_target = "snowflake"): the prefect-snowflake SnowflakeConnector block
+    # dbt and the raw loader use, and an endpoint override for a non-standard server (fakesnow).
+    snowflake_connector_block: str = Field(
+        default="dicom-etl-snowflake", description="Name of the SnowflakeConnector block of the Snowflake target."
+    )
+    snowflake_host: str | None = Field(default=None, description="Snowflake host; only for a non-standard endpoint.")
+    snowflake_port: int | None = Field(default=None, description="Snowflake port; only for a non-standard endpoint.")
+    snowflake_protocol: str | None = Field(default=None, description="https (default) or http (fakesnow).")
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,36 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-from blocks.settings import resolve_config
+from blocks.settings import DicomPipelineSettings, resolve_config
 from tasks.errors import WarehouseError
-from tasks.warehouse import DBT_PROJECT_DIR, count_rows, dbt_environment, release_dbt_duckdb
+from tasks.prefect_tasks import load_snowflake, write_pseudonym_map
+from tasks.warehouse import (
+    DBT_PROJECT_DIR,
+    PROFILE_SNOWFLAKE_BLOCK,
+    count_rows,
+    count_rows_snowflake,
+    dbt_environment,
+    release_dbt_duckdb,
+    remove_compiled_sql,
+    select_profile_target,
+)
+
+
+class TargetDbtSettings(PrefectDbtSettings):
+    """prefect-dbt settings that hand dbt only the chosen target of profiles.yml."""
+
+    dbt_target: str = "duckdb"
+    snowflake_block: str = PROFILE_SNOWFLAKE_BLOCK
+
+    def load_profiles_yml(self) -> dict[str, Any]:
+        """profiles.yml with the unused output dropped and the block names of this environment."""
+        return select_profile_target(super().load_profiles_yml(), target=self.dbt_target, snowflake_block=self.snowflake_block)
 
 
 @contextmanager
@@ -28,6 +51,23 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = old
 
 
+def _snowflake_settings(settings_block: str | None) -> dict[str, Any]:
+    name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
+    block = DicomPipelineSettings.load(name) if name else None
+    return {
+        "block": getattr(block, "snowflake_connector_block", None) or PROFILE_SNOWFLAKE_BLOCK,
+        "connect": {
+            k: v
+            for k, v in {
+                "host": getattr(block, "snowflake_host", None),
+                "port": getattr(block, "snowflake_port", None),
+                "protocol": getattr(block, "snowflake_protocol", None),
+            }.items()
+            if v
+        },
+    }
+
+
 @flow(name="build-warehouse", log_prints=True)
 def build_warehouse(
     lake: str | None = None,
@@ -35,24 +75,51 @@ def build_warehouse(
     settings_block: str | None = None,
     command: str = "build",
 ) -> dict[str, int]:
-    """Run dbt (seeds, stage, processed models and their tests) on the lake's raw tables."""
-    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
-
+    """Load the pseudonym map (and on Snowflake the raw tables), then run dbt on them."""
     config = resolve_config(settings_block, lake=lake, warehouse=warehouse)
-    Path(config.warehouse).parent.mkdir(parents=True, exist_ok=True)
+    snowflake = _snowflake_settings(settings_block)
+    connector = None
+    if config.dbt_target == "snowflake":
+        from prefect_snowflake import SnowflakeConnector
+
+        connector = SnowflakeConnector.load(snowflake["block"])
+        load_snowflake(connector, config.lake, config.deid_secret, snowflake["connect"])
+    else:
+        Path(config.warehouse).parent.mkdir(parents=True, exist_ok=True)
+        write_pseudonym_map(config.lake, config.warehouse, config.deid_secret)
+
     env = dbt_environment(
-        lake=config.lake, warehouse=config.warehouse, target=config.dbt_target, secret=config.deid_secret
+        lake=config.lake,
+        warehouse=config.warehouse,
+        target=config.dbt_target,
+        snowflake_host=snowflake["connect"].get("host"),
+        snowflake_port=snowflake["connect"].get("port"),
+        snowflake_protocol=snowflake["connect"].get("protocol"),
     )
-    settings = PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    settings = TargetDbtSettings(
+        project_dir=DBT_PROJECT_DIR,
+        profiles_dir=DBT_PROJECT_DIR,
+        dbt_target=config.dbt_target,
+        snowflake_block=snowflake["block"],
+    )
     with _environment(env):
         runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
         try:
             result = runner.invoke([command])
         finally:
             release_dbt_duckdb()
+            remove_compiled_sql()
     if not result.success:
-        msg = f"dbt {command} failed on the warehouse {config.warehouse!r}; see the dbt task runs of this flow for the failing model or test"
+        where = config.warehouse if connector is None else f"Snowflake ({snowflake['block']})"
+        msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
         raise WarehouseError(msg)
-    counts = count_rows(Path(config.warehouse)) if config.dbt_target == "duckdb" else {}
+    if connector is None:
+        counts = count_rows(Path(config.warehouse))
+    else:
+        connection = connector.get_connection(**snowflake["connect"])
+        try:
+            counts = count_rows_snowflake(connection)
+        finally:
+            connection.close()
     get_run_logger().info("Warehouse built: %s", counts)
     return counts

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.entities import INGEST_ERRORS, PREVIEWS
@@ -328,3 +329,35 @@ def _compressed_rows(lake: Path, batch: str, ingested_at: datetime) -> dict:
         "rows": {"previews": previews.height, "preview_errors": errors.height},
         "errors": errors.select("source_key", "reason", "detail").to_dicts(),
     }
+# --- warehouse (issue 6): pseudonym map and Snowflake load, before dbt runs ----------------
+# NO_CACHE: the inputs hold the de-identification secret and a credentials block.
+
+
+@task(name="write-pseudonym-map", cache_policy=NO_CACHE, **IO_RETRIES)
+def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
+    """Compute the pseudonym map of the lake and write it beside the DuckDB warehouse."""
+    from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules, write_pseudonyms_duckdb
+
+    from tasks.warehouse import deid_database
+
+    table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
+    rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
+    get_run_logger().info("Pseudonym map: %d identifiers", rows)
+    return rows
+
+
+@task(name="load-snowflake", cache_policy=NO_CACHE, **IO_RETRIES)
+def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict) -> dict[str, int]:  # noqa: ANN001 - a SnowflakeConnector block
+    """Load the lake's raw tables and the pseudonym map into Snowflake (PUT + COPY INTO)."""
+    from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules
+    from tasks.snowflake import load_raw_tables, write_pseudonyms_snowflake
+
+    connection = connector.get_connection(**connect_kwargs)
+    try:
+        loaded = load_raw_tables(connection, Path(lake))
+        table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
+        loaded["deid_pseudonyms"] = write_pseudonyms_snowflake(connection, table)
+    finally:
+        connection.close()
+    get_run_logger().info("Loaded into Snowflake: %s", loaded)
+    return loaded

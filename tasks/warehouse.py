@@ -2,29 +2,109 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from tasks.deid import hmac_pads
+from tasks.errors import WarehouseError
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PROCESSED_TABLES = ("patients", "studies", "series", "devices", "images", "processed_images")
+DBT_TARGETS = ("duckdb", "snowflake")
+#: The SnowflakeConnector block name profiles.yml names; replaced by the configured one.
+PROFILE_SNOWFLAKE_BLOCK = "dicom-etl-snowflake"
 
 
-def dbt_environment(*, lake: str, warehouse: str, target: str, secret: str) -> dict[str, str]:
-    """Environment variables the dbt project reads (profiles.yml and the de-id macros).
+def dbt_environment(
+    *,
+    lake: str,
+    warehouse: str,
+    target: str,
+    snowflake_host: str | None = None,
+    snowflake_port: int | None = None,
+    snowflake_protocol: str | None = None,
+) -> dict[str, str]:
+    """Environment variables the dbt project reads (profiles.yml and the sources).
 
-    The secret itself is not passed: only its HMAC pad keys, which the macros need.
+    No key material: pseudonyms are computed before dbt runs (tasks/pseudonyms.py), so
+    neither the secret nor anything derived from it reaches dbt, its logs or target/.
     """
-    ipad, opad = hmac_pads(secret)
-    return {
+    if target not in DBT_TARGETS:
+        msg = f"dbt_target {target!r} is not a target of dbt_project/profiles.yml; use one of {', '.join(DBT_TARGETS)}"
+        raise WarehouseError(msg)
+    env = {
         "DICOM_ETL_LAKE": str(Path(lake).resolve()) if "://" not in lake else lake,
         "DICOM_ETL_WAREHOUSE": str(Path(warehouse).resolve()),
+        "DICOM_ETL_DEID_DB": str(deid_database(warehouse).resolve()),
         "DICOM_ETL_DBT_TARGET": target,
-        "DICOM_ETL_DEID_IPAD": ipad,
-        "DICOM_ETL_DEID_OPAD": opad,
     }
+    if target == "snowflake":
+        env["DICOM_ETL_SNOWFLAKE_HOST"] = snowflake_host or ""
+        env["DICOM_ETL_SNOWFLAKE_PORT"] = str(snowflake_port or 0)
+        env["DICOM_ETL_SNOWFLAKE_PROTOCOL"] = snowflake_protocol or ""
+    return env
+
+
+def deid_database(warehouse: str | Path) -> Path:
+    """The DuckDB file of the pseudonym map, beside the warehouse (``x.duckdb`` -> ``x.deid.duckdb``).
+
+    Kept apart so the warehouse file can be shared without the map that links its
+    pseudonyms back to identifiers; dbt attaches it read-only.
+    """
+    path = Path(warehouse)
+    return path.with_name(f"{path.stem}.deid.duckdb")
+
+
+def select_profile_target(profiles: dict[str, Any], *, target: str, snowflake_block: str) -> dict[str, Any]:
+    """The profiles.yml content with only ``target``'s output, its block names set.
+
+    prefect-dbt resolves every ``{{ prefect.blocks... }}`` placeholder of the file it is
+    given: dropping the unused output keeps a DuckDB run from looking up Snowflake blocks,
+    and renaming lets each environment name its own SnowflakeConnector block.
+
+    Parameters
+    ----------
+    profiles : dict
+        The parsed profiles.yml.
+    target : str
+        The output to keep (``duckdb`` or ``snowflake``).
+    snowflake_block : str
+        Name of the SnowflakeConnector block to read credentials and locations from.
+
+    Raises
+    ------
+    WarehouseError
+        If no profile has an output named ``target``.
+    """
+    out: dict[str, Any] = {}
+    for name, profile in profiles.items():
+        outputs = profile.get("outputs", {}) if isinstance(profile, dict) else {}
+        if target not in outputs:
+            msg = f"profiles.yml profile {name!r} has no output {target!r}; add it or set dbt_target to one of {', '.join(outputs)}"
+            raise WarehouseError(msg)
+        output = _rename_block(outputs[target], PROFILE_SNOWFLAKE_BLOCK, snowflake_block)
+        out[name] = {**profile, "target": target, "outputs": {target: output}}
+    return out
+
+
+def _rename_block(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _rename_block(v, old, new) for k, v in value.items()}
+    if isinstance(value, str):
+        return value.replace(f"prefect.blocks.snowflake-connector.{old}.", f"prefect.blocks.snowflake-connector.{new}.")
+    return value
+
+
+def remove_compiled_sql(project_dir: Path = DBT_PROJECT_DIR) -> None:
+    """Delete dbt's compiled and run SQL (target/compiled, target/run).
+
+    They hold no key material, but they do hold the literal SQL of every model; the
+    warehouse is the place for data, not the project folder.
+    """
+    for sub in ("compiled", "run"):
+        shutil.rmtree(project_dir / "target" / sub, ignore_errors=True)
 
 
 def release_dbt_duckdb() -> None:
@@ -54,3 +134,12 @@ def count_rows(warehouse: Path, schema: str = "processed") -> dict[str, int]:
             ).fetchall()
         ]
         return {n: con.execute(f'select count(*) from "{schema}"."{n}"').fetchone()[0] for n in names}
+
+
+def count_rows_snowflake(connection: Any, schema: str = "PROCESSED") -> dict[str, int]:
+    """Rows per processed table in Snowflake, through an open connection."""
+    cursor = connection.cursor()
+    try:
+        return {t: cursor.execute(f"select count(*) from {schema}.{t}").fetchone()[0] for t in PROCESSED_TABLES}
+    finally:
+        cursor.close()

@@ -1,10 +1,52 @@
-"""Real local S3: moto's standalone server on 127.0.0.1, once per session."""
+"""Integration fixtures: moto's S3 server on 127.0.0.1, and one DuckDB warehouse build shared by the dbt tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from tasks.synthetic import generate_studies
+from tests.integration.lakes import build_lake
+
+SECRET = "duckdb-test-secret"
+
+
+@pytest.fixture(scope="session")
+def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
+    """Lake from pydicom's files + a synthetic set; warehouse built, rebuilt, re-ingested, extended."""
+    from flows.warehouse import build_warehouse
+
+    root = tmp_path_factory.mktemp("dbt_duckdb")
+    source = root / "incoming"
+    shutil.copytree(synthetic_dir, source / "synthetic")
+    shutil.copytree(pydicom_dir, source / "pydicom")
+    lake, warehouse = root / "lake", root / "warehouse.duckdb"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DICOM_ETL_DEID_SECRET", SECRET)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    build_lake(source, lake, secret=SECRET, ingested_at=t0)
+    first = build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    rerun = build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    # the same files ingested again (same batches, later ingest time)
+    build_lake(source, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=10))
+    reingested = build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    # a new batch of new patients
+    more = root / "more"
+    generate_studies(more / "synthetic-2", patients=2, studies_per_patient=1, series_per_study=1, images_per_series=2, seed=99)
+    build_lake(more, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=20))
+    extended = build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    # a separate warehouse from the same lake and key: a separate run
+    other = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"))
+    mp.undo()
+    return {
+        "root": root, "source": source, "more": more, "lake": lake, "warehouse": warehouse,
+        "other": root / "other.duckdb", "first": first, "rerun": rerun, "reingested": reingested,
+        "extended": extended, "other_counts": other,
+    }
+
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,21 @@
+{{ config(unique_key='device_pseudo_id') }}
+-- depends_on: {{ ref('internal_anonymization_rules') }}
+-- depends_on: {{ ref('internal_column_types') }}
+{#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with devices as (
     select * from {{ ref('stg_devices') }}
+    {% if is_incremental() %}
+    where ingested_at > (select max(ingested_at) from {{ this }})
+    {% endif %}
 ),
 
 deidentified as (
     select
-        {{ hmac_sha256('device_key') }} as device_pseudo_id,
-        manufacturer,
-        manufacturer_model_name,
-        software_versions
+        {{ deid_columns('devices', 'devices') }},
+        devices.ingested_at,
+        {{ deid_provenance() }}
     from devices
+    {{- deid_joins('devices', 'devices') }}
 )
 
 select * from deidentified

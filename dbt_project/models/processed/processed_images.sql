@@ -1,16 +1,22 @@
+{{ config(unique_key='sop_instance_pseudo_uid') }}
+{#- Images with their preview JPEG. The preview was named in Python by the image's
+    pseudonym (tasks/preview.py); the join goes through the same pseudonym map. -#}
 with images as (
     select * from {{ ref('images') }}
 ),
 
 previews as (
     select
-        {{ pseudo_uid('sop_instance_uid') }} as sop_instance_pseudo_uid,
-        preview_key,
-        preview_bytes,
-        preview_width,
-        preview_height,
-        frame_index as preview_frame_index
-    from {{ ref('stg_previews') }}
+        deid_sop.pseudo_uid as sop_instance_pseudo_uid,
+        stg_previews.preview_key,
+        stg_previews.preview_bytes,
+        stg_previews.preview_width,
+        stg_previews.preview_height,
+        stg_previews.frame_index as preview_frame_index,
+        stg_previews.ingested_at
+    from {{ ref('stg_previews') }} as stg_previews
+    left join {{ source('deid', 'deid_pseudonyms') }} as deid_sop
+        on deid_sop.original = stg_previews.sop_instance_uid
 ),
 
 joined as (
@@ -19,19 +25,27 @@ joined as (
         images.series_pseudo_uid,
         images.study_pseudo_uid,
         images.sop_class_uid,
-        images.rows,
-        images.columns,
+        images.pixel_rows,
+        images.pixel_columns,
         images.number_of_frames,
         images.photometric_interpretation,
         images.transfer_syntax_uid,
         images.has_pixel_data,
+        images.burned_in_annotation,
         previews.preview_key,
         previews.preview_bytes,
         previews.preview_width,
         previews.preview_height,
-        previews.preview_frame_index
+        previews.preview_frame_index,
+        greatest(images.ingested_at, coalesce(previews.ingested_at, images.ingested_at)) as ingested_at,
+        images.patient_identity_removed,
+        images.deidentification_method,
+        images.deidentification_method_codes
     from images
     left join previews on images.sop_instance_pseudo_uid = previews.sop_instance_pseudo_uid
 )
 
 select * from joined
+{% if is_incremental() %}
+where ingested_at > (select max(ingested_at) from {{ this }})
+{% endif %}

@@ -1,26 +1,30 @@
+{{ config(unique_key='series_pseudo_uid') }}
+-- depends_on: {{ ref('internal_anonymization_rules') }}
+-- depends_on: {{ ref('internal_column_types') }}
+-- depends_on: {{ ref('stg_phi_terms') }}
+{#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with series as (
     select * from {{ ref('stg_series') }}
+    {% if is_incremental() %}
+    where ingested_at > (select max(ingested_at) from {{ this }})
+    {% endif %}
 ),
 
-studies as (
-    select study_instance_uid, patient_key from {{ ref('stg_studies') }}
+base as (
+    select
+        series.*,
+        studies.patient_key
+    from series
+    left join {{ ref('stg_studies') }} as studies on series.study_instance_uid = studies.study_instance_uid
 ),
 
 deidentified as (
     select
-        {{ pseudo_uid('series.series_instance_uid') }} as series_pseudo_uid,
-        {{ pseudo_uid('series.study_instance_uid') }} as study_pseudo_uid,
-        {{ hmac_sha256('series.device_key') }} as device_pseudo_id,
-        series.modality,
-        series.series_number,
-        {{ shift_date('series.series_date', 'studies.patient_key') }} as series_date_shifted,
-        series.series_time,
-        series.body_part_examined,
-        series.patient_position,
-        series.laterality,
-        {{ pseudo_uid('series.frame_of_reference_uid') }} as frame_of_reference_pseudo_uid
-    from series
-    left join studies on series.study_instance_uid = studies.study_instance_uid
+        {{ deid_columns('series', 'base') }},
+        base.ingested_at,
+        {{ deid_provenance() }}
+    from base
+    {{- deid_joins('series', 'base', patient_key='patient_key') }}
 )
 
 select * from deidentified

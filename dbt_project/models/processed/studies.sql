@@ -1,22 +1,28 @@
+{{ config(unique_key='study_pseudo_uid') }}
+-- depends_on: {{ ref('internal_anonymization_rules') }}
+-- depends_on: {{ ref('internal_column_types') }}
+-- depends_on: {{ ref('stg_phi_terms') }}
+{#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with studies as (
     select * from {{ ref('stg_studies') }}
+    {% if is_incremental() %}
+    where ingested_at > (select max(ingested_at) from {{ this }})
+    {% endif %}
+),
+
+base as (
+    select
+        studies.*
+    from studies
 ),
 
 deidentified as (
     select
-        {{ pseudo_uid('study_instance_uid') }} as study_pseudo_uid,
-        {{ hmac_sha256('patient_key') }} as patient_pseudo_id,
-        {{ shift_date('study_date', 'patient_key') }} as study_date_shifted,
-        study_time,
-        {{ hmac_sha256('accession_number') }} as accession_pseudonym,
-        case
-            when regexp_matches(patient_age, '^[0-9]{3}Y$') and cast(substr(patient_age, 1, 3) as integer) >= 90
-                then '090Y'
-            else patient_age
-        end as patient_age,
-        patient_size_m,
-        patient_weight_kg
-    from studies
+        {{ deid_columns('studies', 'base') }},
+        base.ingested_at,
+        {{ deid_provenance() }}
+    from base
+    {{- deid_joins('studies', 'base', patient_key='patient_key') }}
 )
 
 select * from deidentified

@@ -1,18 +1,12 @@
+-- depends_on: {{ ref('internal_column_types') }}
+{#- Columns and casts come from the internal_column_types seed (macros/seeds.sql). #}
 with source as (
     select * from {{ source('raw', 'devices') }}
 ),
 
 renamed as (
     select
-        device_key,
-        Manufacturer as manufacturer,
-        ManufacturerModelName as manufacturer_model_name,
-        DeviceSerialNumber as device_serial_number,
-        StationName as station_name,
-        SoftwareVersions as software_versions,
-        InstitutionName as institution_name,
-        InstitutionAddress as institution_address,
-        InstitutionalDepartmentName as institutional_department_name,
+        {{ stage_columns('devices') }},
         source_key,
         batch_id,
         ingested_at

@@ -9,7 +9,7 @@ renamed as (
         reason,
         detail,
         quarantine_key,
-        SOPInstanceUID as sop_instance_uid,
+        {{ raw_column("SOPInstanceUID") }} as sop_instance_uid,
         file_size,
         content_hash,
         batch_id,

@@ -1,20 +1,13 @@
+-- depends_on: {{ ref('internal_column_types') }}
+{#- Columns and casts come from the internal_column_types seed (macros/seeds.sql). #}
 with source as (
     select * from {{ source('raw', 'patients') }}
 ),
 
 renamed as (
     select
-        coalesce(PatientID, '') || '^' || coalesce(IssuerOfPatientID, '') as patient_key,
-        PatientID as patient_id,
-        IssuerOfPatientID as issuer_of_patient_id,
-        PatientName as patient_name,
-        {{ dicom_date('PatientBirthDate') }} as patient_birth_date,
-        PatientSex as patient_sex,
-        OtherPatientIDs as other_patient_ids,
-        EthnicGroup as ethnic_group,
-        PatientComments as patient_comments,
-        PatientSpeciesDescription as patient_species_description,
-        PatientIdentityRemoved as patient_identity_removed,
+        {{ stage_columns('patients') }},
+        coalesce({{ raw_column('PatientID') }}, '') || '^' || coalesce({{ raw_column('IssuerOfPatientID') }}, '') as patient_key,
         source_key,
         batch_id,
         ingested_at

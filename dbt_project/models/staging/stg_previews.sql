@@ -4,7 +4,7 @@ with source as (
 
 renamed as (
     select
-        SOPInstanceUID as sop_instance_uid,
+        {{ raw_column("SOPInstanceUID") }} as sop_instance_uid,
         preview_key,
         preview_bytes,
         preview_width,
