@@ -16,7 +16,7 @@ renamed as (
 deduplicated as (
     select *
     from renamed
-    qualify row_number() over (partition by device_key order by ingested_at desc, source_key) = 1
+    qualify row_number() over (partition by device_key order by source_key, ingested_at desc) = 1
 )
 
 select * from deduplicated

@@ -19,7 +19,7 @@ renamed as (
 deduplicated as (
     select *
     from renamed
-    qualify row_number() over (partition by sop_instance_uid order by ingested_at desc, source_key) = 1
+    qualify row_number() over (partition by sop_instance_uid order by source_key, ingested_at desc) = 1
 )
 
 select * from deduplicated
