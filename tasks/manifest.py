@@ -86,8 +86,45 @@ def read_manifest_files(blobs: Iterable[bytes | Path]) -> pl.DataFrame:
 
 
 def processed_versions(manifest: pl.DataFrame) -> set[tuple[str, str]]:
-    """The ``(key, etag)`` pairs already processed."""
-    return set(manifest.select("key", "etag").iter_rows())
+    """The ``(key, etag)`` pairs already processed.
+
+    A pair whose latest manifest row is ``requeued`` (``python -m flows requeue``) is not:
+    the next run processes it again.
+    """
+    if manifest.is_empty():
+        return set()
+    latest = manifest.sort("processed_at").unique(subset=["key", "etag"], keep="last")
+    return set(latest.filter(pl.col("status") != "requeued").select("key", "etag").iter_rows())
+
+
+def requeue_frame(manifest: pl.DataFrame, keys: Iterable[str], *, requeued_at: datetime) -> pl.DataFrame:
+    """Manifest rows that send quarantined objects back to the queue.
+
+    Parameters
+    ----------
+    manifest : polars.DataFrame
+        The lake's manifest (every batch file).
+    keys : iterable of str
+        Source keys to process again; a ZIP member ``a.zip!/m`` requeues its archive.
+    requeued_at : datetime
+        Stamped as ``processed_at``, so these rows are the latest of their objects.
+
+    Returns
+    -------
+    polars.DataFrame
+        One ``requeued`` row per quarantined object version named by ``keys``; objects
+        that are ``done`` are left alone (there is nothing to redo).
+    """
+    wanted = {k.split("!/", 1)[0] for k in keys}
+    if manifest.is_empty() or not wanted:
+        return pl.DataFrame(schema=MANIFEST_SCHEMA)
+    latest = manifest.sort("processed_at").unique(subset=["key", "etag"], keep="last")
+    picked = latest.filter(pl.col("key").is_in(sorted(wanted)) & (pl.col("status") == "quarantined"))
+    return picked.with_columns(
+        pl.lit("requeue").alias("batch_id"),
+        pl.lit("requeued").alias("status"),
+        pl.lit(requeued_at, pl.Datetime("us", "UTC")).alias("processed_at"),
+    ).select(list(MANIFEST_SCHEMA))
 
 
 def pending_objects(objects: Sequence[ObjectInfo], processed: set[tuple[str, str]]) -> list[ObjectInfo]:

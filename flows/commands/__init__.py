@@ -13,5 +13,6 @@ MODULES: tuple[str, ...] = (
     "flows.commands.watch",
     "flows.commands.bench_ingest",
     "flows.commands.synth",
+    "flows.commands.errors",
     "flows.commands.bench",
 )

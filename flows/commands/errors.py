@@ -1,0 +1,70 @@
+"""``python -m flows errors`` and ``python -m flows requeue``: quarantined files, and a second chance.
+
+``errors`` counts (or, with ``--keys``, lists) the files the lake's ``ingest_errors`` holds.
+``requeue`` marks quarantined objects in the manifest so the next ``ingest`` processes
+them again, after a fix (a new decoder, a raised limit, a corrected file under the same
+version). Keys are printed only with ``--keys``: file names may carry PHI.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    errors = sub.add_parser("errors", help="quarantined files of a lake, per reason")
+    errors.add_argument("--lake", default="data/lake", help="lake folder or s3://bucket/prefix (default data/lake)")
+    errors.add_argument("--reason", default=None, help="only this reason code")
+    errors.add_argument("--keys", action="store_true", help="list source keys and details (may show PHI in names)")
+    errors.set_defaults(func=run_errors)
+
+    requeue = sub.add_parser("requeue", help="let the next ingest process quarantined files again")
+    requeue.add_argument("--lake", default="data/lake", help="lake folder or s3://bucket/prefix (default data/lake)")
+    requeue.add_argument("--reason", default=None, help="only files quarantined for this reason")
+    requeue.add_argument("--key", action="append", default=None, help="only this source key (repeatable)")
+    requeue.set_defaults(func=run_requeue)
+
+
+def _select(lake: str, reason: str | None):  # noqa: ANN202 - a polars frame
+    from tasks.quarantine import read_errors
+
+    frame = read_errors(lake)
+    return frame if reason is None else frame.filter(frame["reason"] == reason)
+
+
+def run_errors(args: argparse.Namespace) -> int:
+    frame = _select(args.lake, args.reason)
+    if frame.is_empty():
+        print(f"no quarantined files in {args.lake}")
+        return 0
+    counts = frame.group_by("stage", "reason").len().sort("stage", "reason")
+    print(f"{frame.height} files with errors in {args.lake}:")
+    for stage, reason, n in counts.iter_rows():
+        print(f"  {stage:<9} {reason:<22} {n}")
+    if args.keys:
+        for row in frame.iter_rows(named=True):
+            print(f"    {row['reason']:<20} {row['source_key']}: {(row['detail'] or '')[:100]}")
+    else:
+        print("(--keys lists the files; `python -m flows requeue` sends them back after a fix)")
+    return 0
+
+
+def run_requeue(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from tasks.lake import write_parquet_atomic
+    from tasks.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
+
+    if "://" in args.lake:
+        print("error: requeue works on a local lake for now; for s3:// run ingest with --full-refresh")
+        return 2
+    keys = args.key or list(_select(args.lake, args.reason)["source_key"])
+    now = datetime.now(UTC)
+    frame = requeue_frame(read_local_manifest(Path(args.lake)), keys, requeued_at=now)
+    if frame.is_empty():
+        print("nothing to requeue: no quarantined object matches")
+        return 0
+    write_parquet_atomic(frame, Path(args.lake) / MANIFEST_ZONE / f"requeue-{now:%Y%m%dT%H%M%S%f}.parquet")
+    print(f"requeued {frame.height} objects; the next `python -m flows ingest` processes them again")
+    return 0
