@@ -170,8 +170,9 @@ def register_environment(env: str, values: Mapping[str, str], *, local_secret: s
         "aws_credentials_block": aws_name,
         "provider_bucket_block": buckets["provider"],
         "lake_bucket_block": buckets["lake"],
-        "snowflake_connector_block": snowflake_name,
     }
+    if snowflake_name:  # else the block's default name stands (no Snowflake in this environment)
+        settings["snowflake_connector_block"] = snowflake_name
     DicomPipelineSettings(deid_secret=secret, **settings).save(f"dicom-settings-{env}", overwrite=True)
     saved.append(SavedBlock("dicom-pipeline-settings", f"dicom-settings-{env}", _shown(settings | {"deid_secret": secret})))
     return saved
