@@ -56,5 +56,6 @@ class Reason(StrEnum):
     ZIP_BOMB = "zip_bomb"
     PATH_TRAVERSAL = "path_traversal"
     NESTED_ARCHIVE = "nested_archive"
+    SYMLINK = "symlink"
     TOO_DEEP = "too_deep"
     BAD_VALUE = "bad_value"

@@ -127,6 +127,10 @@ def stage_batch(
         failed.update(gone)
     else:
         root = Path(source)
+        # a link could point anywhere on this machine (/etc, another patient's folder)
+        links = {o.key for o in objects if o.etag.startswith("symlink-")}
+        failed.update(dict.fromkeys(links, Reason.SYMLINK))
+        objects = [o for o in objects if o.key not in links]
         if is_s3_url(lake):
             raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
             todo = missing_keys(client, raw, [o.key for o in objects])
@@ -137,7 +141,12 @@ def stage_batch(
             local = {o.key: p for o, p in zip(objects, paths, strict=True)}
     out.skipped = sorted(failed)
     for key, reason in failed.items():
-        out.errors.append(_error_row(key, reason, "object could not be read at the source; not retried", stage="fetch"))
+        detail = (
+            "a symbolic link: not followed; put the file itself in the source folder"
+            if reason == Reason.SYMLINK
+            else "object could not be read at the source; not retried"
+        )
+        out.errors.append(_error_row(key, reason, detail, stage="fetch"))
     for index, obj in enumerate(o for o in objects if o.key in local):
         path = local[obj.key]
         digest = sha256_file(path)

@@ -49,7 +49,8 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
     """Every regular file below ``root``, sorted by key.
 
     Hidden files and folders (``.name``) are skipped: they are editor and OS litter
-    (``.DS_Store``), never provider data. Symbolic links are not followed.
+    (``.DS_Store``), never provider data. Symbolic links are listed (etag ``symlink-...``)
+    but never followed: staging rejects them with reason ``symlink``.
 
     Parameters
     ----------
@@ -75,10 +76,13 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
             if name.startswith("."):
                 continue
             path = Path(dirpath, name)
-            if path.is_symlink() or not path.is_file():
+            key = path.relative_to(root).as_posix()
+            if path.is_symlink():  # listed, never followed: staging rejects it with a reason
+                found.append(ObjectInfo(key, 0, f"symlink-{path.lstat().st_mtime_ns}"))
+                continue
+            if not path.is_file():
                 continue
             stat = path.stat()
-            key = path.relative_to(root).as_posix()
             found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
     found.sort()
     return found

@@ -17,8 +17,33 @@ def test_lists_nested_files_with_any_name_and_skips_hidden(tmp_path):
     (tmp_path / ".hidden" / "f").write_bytes(b"z")
     os.symlink(tmp_path / "top.dcm", tmp_path / "link.dcm")
     objects = list_local_objects(tmp_path)
-    assert [o.key for o in objects] == ["a/b/IM 1+2 é", "top.dcm"]
-    assert objects[1].size == 2
+    assert [o.key for o in objects] == ["a/b/IM 1+2 é", "link.dcm", "top.dcm"]
+    assert objects[2].size == 2
+    assert objects[1].etag.startswith("symlink-")  # listed so it is reported, never followed
+
+
+def test_a_symlink_is_rejected_with_a_reason_and_not_followed(tmp_path):
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from tasks.staging import stage_batch
+    from tasks.storage_s3 import S3Access
+
+    source, lake = tmp_path / "in", tmp_path / "lake"
+    source.mkdir()
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("not for the lake")
+    (source / "real.dcm").write_bytes(b"DICM")
+    os.symlink(secret, source / "link.dcm")
+    objects = list_local_objects(source)
+    staged = stage_batch(str(source), str(lake), objects, batch_id="b", scratch=tmp_path / "s",
+                         access=S3Access(), ingested_at=datetime.now(UTC))
+    assert [f.key for f in staged.files] == ["real.dcm"]
+    assert [(e["source_key"], e["reason"]) for e in staged.errors] == [("link.dcm", "symlink")]
+    assert not (lake / "raw" / "link.dcm").exists()
+    written = pl.read_parquet(next((lake / "tables" / "ingest_errors").rglob("*.parquet")))
+    assert written["reason"].to_list() == ["symlink"]
 
 
 def test_missing_source_names_the_folder(tmp_path):
