@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque, quote
 
-from blocks.settings import resolve_config, resolve_s3_access
-from flows.reporting import emit_ingest_events, report_quarantine, wait_with_progress
-from flows.warehouse import _environment as environment
-from flows.warehouse import build_warehouse
+from blocks.settings import resolve_config, resolve_s3_access, temporary_environment
+from flows.runners import IN_FLIGHT_BATCHES, TASKS_PER_BATCH, THREADS
+from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
 from tasks.manifest import pending_objects
+from tasks.preview import PreviewOptions
 from tasks.prefect_tasks import (
     extract_staged,
     list_source,
@@ -26,6 +29,7 @@ from tasks.prefect_tasks import (
     publish_to_lake,
     read_manifest,
     stage_to_scratch,
+    warm_process_pool,
 )
 from tasks.lake import sweep_partials
 from tasks.storage import batch_id, chunk
@@ -33,7 +37,7 @@ from tasks.staging import staging_lake_for
 from tasks.storage_s3 import is_s3_url, render_prefix
 
 
-@flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)
 def ingest_dicom(
     source: str | None = None,
     lake: str | None = None,
@@ -57,6 +61,8 @@ def ingest_dicom(
     target = compression_target(settings_block, compression, lake=config.lake) if previews else "local"
     if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
         logger.info("Removed %d partial files left by an interrupted run", swept)
+    if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
+        warm_process_pool()  # workers import their libraries while the source is listed
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)
@@ -67,28 +73,52 @@ def ingest_dicom(
             logger.info("Nothing new: all %d objects at the source are already in the manifest", len(listed))
         prepared.result()
         outcomes = []
-        for batch in chunk(objects, config.batch_size):
-            bid = batch_id(batch)
-            staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
-                source_location, config.lake, batch, batch_id=bid, scratch=scratch, access=access, ingested_at=ingested_at
-            )
-            extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(staged, ingested_at)
-            batch_outcomes = [extracted]
-            if previews:  # in process, or on the compress-dicom deployment (flows/compress.py)
-                staging_lake = str(staging_lake_for(config.lake, Path(scratch), bid))
-                batch_outcomes.append(
-                    submit_compression(
-                        target, config, extracted, ingested_at, bid,
-                        settings_block=settings_block, transcode=transcode, staging_lake=staging_lake,
+        # previews rendered by extraction itself (one read and one parse per file), unless
+        # they go to the compress-dicom deployment or come with archive copies
+        fused = previews and target == "local" and not transcode
+        preview_args = {"previews": PreviewOptions(), "secret": config.deid_secret} if fused else {}
+        batches = list(chunk(objects, config.batch_size))
+        progress = Progress(len(batches))
+        # a bounded number of batches in flight on threads: a task waiting for its upstream
+        # holds a thread, and staging far ahead would fill the scratch disk (S3 downloads)
+        window = _in_flight_limit()
+        # quote/opaque: Prefect would otherwise walk every object of these lists for futures
+        # (on threads; Dask serializes the annotations' contents into plain tuples)
+        keep, pass_result = (quote, opaque) if window else (_as_is, _as_is)
+        in_flight: deque[PrefectFuture] = deque()
+        try:
+            for batch in batches:
+                while window and len(in_flight) >= window:
+                    in_flight.popleft().wait()
+                    progress.advance()
+                bid = batch_id(batch)
+                staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
+                    source_location, config.lake, keep(batch), batch_id=bid, scratch=scratch, access=access,
+                    ingested_at=ingested_at,
+                )
+                extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
+                    pass_result(staged), ingested_at, **preview_args
+                )
+                batch_outcomes = [extracted]
+                if previews and not fused:  # in process, or on the compress-dicom deployment (flows/compress.py)
+                    staging_lake = str(staging_lake_for(config.lake, Path(scratch), bid))
+                    batch_outcomes.append(
+                        submit_compression(
+                            target, config, extracted, ingested_at, bid,
+                            settings_block=settings_block, transcode=transcode, staging_lake=staging_lake,
+                        )
                     )
+                published = publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
+                    config.lake, pass_result(staged), keep(batch), [pass_result(o) for o in batch_outcomes],
+                    scratch=scratch, access=access, processed_at=ingested_at,
                 )
-            outcomes += batch_outcomes
-            outcomes.append(
-                publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
-                    config.lake, staged, batch, batch_outcomes, scratch=scratch, access=access, processed_at=ingested_at
-                )
-            )
-        wait_with_progress(outcomes)
+                outcomes += [*batch_outcomes, published]
+                in_flight.append(published)
+            for published in in_flight:
+                published.wait()
+                progress.advance()
+        finally:
+            progress.close()
         results = [f.result() for f in outcomes]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -112,7 +142,9 @@ def ingest_dicom(
         "warehouse": config.warehouse,
     }
     if run_dbt:
-        with environment(access.env()):
+        from flows.warehouse import build_warehouse  # dbt takes seconds to import: only when used
+
+        with temporary_environment(access.env()):
             summary["warehouse_rows"] = build_warehouse(
                 lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
             )
@@ -121,6 +153,18 @@ def ingest_dicom(
     emit_ingest_events(summary, results, source=config.source, run_dbt=run_dbt)
     logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary
+
+
+def _as_is(value: object) -> object:
+    return value
+
+
+def _in_flight_limit() -> int | None:
+    """How many batches to keep in flight: bounded on threads, unbounded on a cluster (Dask)."""
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    if isinstance(runner, ThreadPoolTaskRunner):
+        return max(1, min(IN_FLIGHT_BATCHES, (runner._max_workers or THREADS) // TASKS_PER_BATCH))
+    return None
 
 
 def _report(summary: dict) -> None:

@@ -23,27 +23,43 @@ BATCH_WRITTEN = "dicom.batch.written"
 INGEST_COMPLETED = "dicom.ingest.completed"
 
 
+class Progress:
+    """Batches done, as a progress artifact in the UI and a progress bar on a terminal."""
+
+    def __init__(self, total: int, *, label: str = "batches") -> None:
+        self.total, self.done = total, 0
+        self.artifact_id = create_progress_artifact(0.0, description=f"{label} done") if total > 1 else None
+        self.bar = None
+        if total and sys.stderr.isatty():
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(transient=True)
+            self.bar.start()
+            self.bar_task = self.bar.add_task(label, total=total)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.artifact_id is not None and (self.done == self.total or self.done % max(1, self.total // 20) == 0):
+            update_progress_artifact(self.artifact_id, 100.0 * self.done / self.total)
+        if self.bar is not None:
+            self.bar.update(self.bar_task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def wait_with_progress(futures: Sequence[PrefectFuture], *, label: str = "batches") -> None:
     """Wait for task futures, updating a progress artifact in the UI and a progress bar on a terminal."""
     if not futures:
         return
-    artifact_id = create_progress_artifact(0.0, description=f"{label} done") if len(futures) > 1 else None
-    bar = None
-    if sys.stderr.isatty():
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        bar_task = bar.add_task(label, total=len(futures))
+    progress = Progress(len(futures), label=label)
     try:
-        for done, _future in enumerate(as_completed(list(futures)), start=1):
-            if artifact_id is not None and (done == len(futures) or done % max(1, len(futures) // 20) == 0):
-                update_progress_artifact(artifact_id, 100.0 * done / len(futures))
-            if bar is not None:
-                bar.update(bar_task, completed=done)
+        for _future in as_completed(list(futures)):
+            progress.advance()
     finally:
-        if bar is not None:
-            bar.stop()
+        progress.close()
 
 
 def report_quarantine(summary: dict, *, lake_hint: str = "quarantine/<reason>/") -> None:

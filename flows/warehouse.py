@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-from blocks.settings import DicomPipelineSettings, resolve_config
+from blocks.settings import DicomPipelineSettings, resolve_config, temporary_environment
 from tasks.errors import WarehouseError
 from tasks.prefect_tasks import load_snowflake, write_pseudonym_map
 from tasks.warehouse import (
@@ -35,20 +34,6 @@ class TargetDbtSettings(PrefectDbtSettings):
     def load_profiles_yml(self) -> dict[str, Any]:
         """profiles.yml with the unused output dropped and the block names of this environment."""
         return select_profile_target(super().load_profiles_yml(), target=self.dbt_target, snowflake_block=self.snowflake_block)
-
-
-@contextmanager
-def _environment(values: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _snowflake_settings(settings_block: str | None) -> dict[str, Any]:
@@ -102,7 +87,7 @@ def build_warehouse(
         dbt_target=config.dbt_target,
         snowflake_block=snowflake["block"],
     )
-    with _environment(env):
+    with temporary_environment(env):
         runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
         try:
             result = runner.invoke([command])

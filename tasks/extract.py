@@ -17,22 +17,29 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from pydicom.dataset import Dataset
+
+from tasks.deid import pseudonym
 from tasks.entities import (
     DEVICES,
     EXTRACTED,
     IMAGES,
     INGEST_ERRORS,
     PATIENTS,
+    PREVIEWS,
     SERIES,
     STUDIES,
     Entity,
 )
 from tasks.errors import FileRejected, Reason
 from tasks.instance import extract_dataset, header_json, quiet_pydicom, read_dicom
+from tasks.preview import PreviewOptions, render_dataset
 
 __all__ = [
+    "PREVIEW_ERRORS",
     "BatchFrames",
     "Lineage",
+    "PreviewJob",
     "SourceFile",
     "duplicate_conflicts",
     "error_row",
@@ -47,6 +54,17 @@ __all__ = [
 
 #: Columns stamped on a whole batch at once, after extraction.
 BATCH_COLUMNS = frozenset({"batch_id", "ingested_at", "ingest_date"})
+#: The frame of ``ingest_errors`` rows (stage ``preview``) when extraction renders previews.
+PREVIEW_ERRORS = "preview_errors"
+
+
+@dataclass(frozen=True)
+class PreviewJob:
+    """Render previews during extraction: into ``lake``, named by pseudonyms under ``secret``."""
+
+    lake: Path
+    secret: str = field(repr=False)
+    options: PreviewOptions = field(default_factory=PreviewOptions)
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,7 @@ def extract_batch(
     bulk_threshold: int = 1024,
     executor: Executor | None = None,
     parts: int = 1,
+    previews: PreviewJob | None = None,
 ) -> BatchFrames:
     """Extract a batch of files into one frame per entity table.
 
@@ -129,6 +148,10 @@ def extract_batch(
         ``None`` extracts in this process.
     parts : int, default 1
         How many sub-batches to give the executor (usually its worker count).
+    previews : PreviewJob, optional
+        Also render each image's preview while its file is in memory and parsed (one
+        read, one parse per file); adds the frames ``previews`` and ``preview_errors``
+        (``ingest_errors`` rows of stage ``preview``).
 
     Returns
     -------
@@ -136,20 +159,28 @@ def extract_batch(
     """
     ordered = sorted(files, key=lambda f: f.key)
     if executor is None or parts <= 1 or len(ordered) < 2 * parts:
-        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold)]
+        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold, previews=previews)]
     else:
         size = -(-len(ordered) // parts)
         chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-        futures = [executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold) for chunk in chunks]
+        futures = [
+            executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold, previews=previews) for chunk in chunks
+        ]
         pieces = [f.result() for f in futures]
     frames = {name: pl.concat([p[name] for p in pieces], how="vertical") for name in pieces[0]}
     conflicts = duplicate_conflicts(frames[IMAGES.name])
     if conflicts.height:
         frames[INGEST_ERRORS.name] = pl.concat([frames[INGEST_ERRORS.name], conflicts], how="vertical")
-    return BatchFrames({e.name: _frame(e, frames[e.name], lineage) for e in EXTRACTED})
+    out = {e.name: _frame(e, frames[e.name], lineage) for e in EXTRACTED}
+    if previews is not None:
+        out[PREVIEWS.name] = _frame(PREVIEWS, frames[PREVIEWS.name], lineage)
+        out[PREVIEW_ERRORS] = _frame(INGEST_ERRORS, frames[PREVIEW_ERRORS], lineage)
+    return BatchFrames(out)
 
 
-def extract_rows(files: Sequence[SourceFile], *, bulk_threshold: int = 1024) -> dict[str, pl.DataFrame]:
+def extract_rows(
+    files: Sequence[SourceFile], *, bulk_threshold: int = 1024, previews: PreviewJob | None = None
+) -> dict[str, pl.DataFrame]:
     """Extract files into one frame per table, in the given order, before batch-level steps.
 
     The unit of work of :func:`extract_batch` (also run in worker processes): no
@@ -159,17 +190,35 @@ def extract_rows(files: Sequence[SourceFile], *, bulk_threshold: int = 1024) -> 
     ----------
     files : sequence of SourceFile
     bulk_threshold : int, default 1024
+    previews : PreviewJob, optional
+        See :func:`extract_batch`.
 
     Returns
     -------
     dict of str to polars.DataFrame
     """
-    rows: dict[str, list[dict[str, Any]]] = {e.name: [] for e in EXTRACTED}
+    tables = {e.name: e for e in EXTRACTED}
+    if previews is not None:
+        tables |= {PREVIEWS.name: PREVIEWS, PREVIEW_ERRORS: INGEST_ERRORS}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     with quiet_pydicom():
         for src in files:
-            _extract_one(src, rows, bulk_threshold)
+            ds = _extract_one(src, rows, bulk_threshold)
+            if ds is not None and previews is not None and rows[IMAGES.name][-1]["has_pixel_data"]:
+                _preview_one(ds, rows, previews)
     # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
-    return {e.name: pl.from_arrow(pa.Table.from_pylist(rows[e.name], schema=_arrow_schema(e))) for e in EXTRACTED}
+    return {name: pl.from_arrow(pa.Table.from_pylist(rows[name], schema=_arrow_schema(e))) for name, e in tables.items()}
+
+
+def _preview_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
+    image = rows[IMAGES.name][-1]
+    uid = image["SOPInstanceUID"]
+    preview, error = render_dataset(job.lake, ds, image["source_key"], uid, pseudonym(uid, job.secret), job.options, image)
+    lineage_cols = {"source_etag": image["source_etag"]}
+    if preview is not None:
+        rows[PREVIEWS.name].append(preview | lineage_cols)
+    else:
+        rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
 
 
 def _data_schema(entity: Entity) -> dict[str, pl.DataType]:
@@ -181,34 +230,37 @@ def _arrow_schema(entity: Entity) -> pa.Schema:
     return pl.DataFrame(schema=_data_schema(entity)).to_arrow().schema
 
 
-def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_threshold: int) -> None:
+def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_threshold: int) -> Dataset | None:
+    """Append the file's rows (or its error row); return the parsed instance, or None if rejected."""
     lineage_cols = {"source_key": src.key, "source_etag": src.etag}
     data = b""
     try:
         data = src.path.read_bytes()
-        entity_rows = extract_dataset(read_dicom(data), bulk_threshold=bulk_threshold)
+        ds = read_dicom(data)
+        entity_rows = extract_dataset(ds, bulk_threshold=bulk_threshold)
     except FileRejected as exc:
         error = error_row(exc.reason, exc.detail, "extract", data=data)
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
-        return
+        return None
     except OSError as exc:
         detail = f"cannot read the file: {exc.strerror or exc}"
         rows[INGEST_ERRORS.name].append(error_row(Reason.UNREADABLE, detail, "extract") | lineage_cols)
-        return
+        return None
     except RecursionError:
         detail = "sequences are nested too deeply to read"
         rows[INGEST_ERRORS.name].append(error_row(Reason.TOO_DEEP, detail, "extract", data=data) | lineage_cols)
-        return
+        return None
     except Exception as exc:  # a value no reader expected must not stop the batch
         detail = f"unexpected {type(exc).__name__} while reading the header"
         error = error_row(Reason.UNREADABLE, detail, "extract", data=data)
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
-        return
+        return None
     entity_rows[IMAGES.name]["file_size"] = len(data)
     entity_rows[IMAGES.name]["content_hash"] = sha256_hex(data)
     for name, row in entity_rows.items():
         row.update(lineage_cols)
         rows[name].append(row)
+    return ds
 
 
 def duplicate_conflicts(images: pl.DataFrame) -> pl.DataFrame:

@@ -16,8 +16,8 @@ Sixteen-bit data is never cast straight to 8 bits, and never scaled by its maxim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -211,16 +211,20 @@ def to_display(
     if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
         display = _voi_lut_to_uint8(values, ds)
     else:
-        window = _window(ds)
-        if window is not None:
-            center, width = window
-            display = window_to_uint8(values, center, width, str(ds.get("VOILUTFunction") or "LINEAR"))
-        else:
-            low, high = percentiles
-            display = robust_to_uint8(values, low=low, high=high)
+        display = _voi_to_uint8(values, _window(ds), str(ds.get("VOILUTFunction") or "LINEAR"), percentiles)
     if photometric == "MONOCHROME1":
         display = 255 - display
     return display
+
+
+def _voi_to_uint8(
+    values: np.ndarray, window: tuple[float, float] | None, function: str, percentiles: Sequence[float]
+) -> np.ndarray:
+    """The window if there is one, else the robust range of the data."""
+    if window is not None:
+        return window_to_uint8(values, window[0], window[1], function)
+    low, high = percentiles
+    return robust_to_uint8(values, low=low, high=high)
 
 
 def _modality(arr: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -232,6 +236,10 @@ def _modality(arr: np.ndarray, ds: Dataset) -> np.ndarray:
         intercept = float(ds.get("RescaleIntercept") or 0.0)
     except (TypeError, ValueError):
         return apply_modality_lut(arr, ds)
+    return _rescale(arr, slope, intercept)
+
+
+def _rescale(arr: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     if slope == 1.0 and intercept == 0.0:
         return arr
     out = arr.astype(np.float32)
@@ -241,15 +249,20 @@ def _modality(arr: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _window(ds: Dataset) -> tuple[float, float] | None:
-    if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+    return _valid_window(ds.get("WindowCenter"), ds.get("WindowWidth"))
+
+
+def _valid_window(center: object, width: object) -> tuple[float, float] | None:
+    """The first window centre and width as floats, or None if absent or unusable."""
+    if center is None or width is None:
         return None
     try:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        c, w = _first(center), _first(width)
     except (TypeError, ValueError, IndexError):
         return None
-    if not np.isfinite(center) or not np.isfinite(width) or width <= 0:
+    if not np.isfinite(c) or not np.isfinite(w) or w <= 0:
         return None
-    return center, width
+    return c, w
 
 
 def decode_frame(ds: Dataset, index: int) -> np.ndarray:
@@ -281,6 +294,97 @@ def _fast_plugin(ds: Dataset) -> str:
     if ts in (JPEGLSLossless, JPEGLSNearLossless):
         return "pyjpegls"
     return ""
+
+
+#: Native (uncompressed) little-endian transfer syntaxes: pixel bytes are the array.
+NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+#: Elements only the general pipeline handles: modality and VOI LUT sequences, functional groups.
+_GENERAL_ONLY = (0x00283000, 0x00283010, 0x52009229, 0x52009230)
+PIXEL_DATA = 0x7FE00010
+
+
+def native_display(
+    ds: Dataset, image: Mapping[str, Any], *, percentiles: Sequence[float] = (0.5, 99.5)
+) -> np.ndarray | None:
+    """The display of a plain uncompressed single-frame image, without pydicom's decoders.
+
+    The common case of a batch (native little-endian, one frame, MONOCHROME1/2 or 8-bit
+    RGB, rescale and window in the header, no LUT sequences) costs a fraction of
+    :func:`display_frame` here: the pixel bytes are viewed in place and the attributes
+    come from the ``images`` row extraction already decoded. The result is the same array
+    :func:`display_frame` returns (the tests compare them); anything else returns
+    ``None`` and takes the general path.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The parsed instance (raw elements are fine).
+    image : mapping
+        Its ``images`` row (Rows, BitsStored, RescaleSlope, ... as extracted).
+    percentiles : (float, float), default (0.5, 99.5)
+        As for :func:`to_display`.
+
+    Returns
+    -------
+    numpy.ndarray of uint8 or None
+    """
+    try:
+        arr = _native_array(ds, image)
+        if arr is None or arr.ndim == 3:
+            return arr
+        slope = float(image.get("RescaleSlope") or 1.0)
+        intercept = float(image.get("RescaleIntercept") or 0.0)
+    except (TypeError, ValueError, KeyError):
+        return None
+    window = _valid_window(image.get("WindowCenter"), image.get("WindowWidth"))
+    function = str(image.get("VOILUTFunction") or "LINEAR")
+    display = _voi_to_uint8(_rescale(arr, slope, intercept), window, function, percentiles)
+    if str(image.get("PhotometricInterpretation")).strip().upper() == "MONOCHROME1":
+        display = 255 - display
+    return display
+
+
+def _native_array(ds: Dataset, image: Mapping[str, Any]) -> np.ndarray | None:
+    """The pixel array of a plain native image as pydicom would decode it, or None."""
+    if image.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or int(image.get("NumberOfFrames") or 1) != 1:
+        return None
+    if any(tag in ds._dict for tag in _GENERAL_ONLY):
+        return None
+    elem = ds._dict.get(PIXEL_DATA)
+    value = getattr(elem, "value", None)
+    if not isinstance(value, bytes):
+        return None
+    rows, cols = int(image["Rows"]), int(image["Columns"])
+    samples = int(image.get("SamplesPerPixel") or 1)
+    allocated = int(image["BitsAllocated"])
+    stored = int(image.get("BitsStored") or allocated)
+    signed = int(image.get("PixelRepresentation") or 0) == 1
+    photometric = str(image.get("PhotometricInterpretation") or "").strip().upper()
+    if rows < 1 or cols < 1 or allocated not in (8, 16) or not 1 <= stored <= allocated:
+        return None
+    if samples == 3 and photometric == "RGB" and allocated == 8 and stored == 8 and not signed:
+        count = rows * cols * 3
+        if len(value) < count:
+            return None
+        flat = np.frombuffer(value, np.uint8, count)
+        if int(image.get("PlanarConfiguration") or 0) == 1:
+            return flat.reshape(3, rows, cols).transpose(1, 2, 0)
+        return flat.reshape(rows, cols, 3)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    count = rows * cols
+    unsigned = np.uint8 if allocated == 8 else np.dtype("<u2")
+    if len(value) < count * (allocated // 8):
+        return None
+    arr = np.frombuffer(value, unsigned, count).reshape(rows, cols)
+    if stored < allocated:  # pydicom masks the unused high bits, and sign-extends signed data
+        arr = arr & np.array((1 << stored) - 1, unsigned)
+        if signed:
+            shift = allocated - stored
+            kind = np.int8 if allocated == 8 else np.int16
+            return (arr << shift).astype(unsigned).view(kind) >> shift
+        return arr
+    return arr.view(np.int8 if allocated == 8 else np.dtype("<i2")) if signed else arr
 
 
 def display_frame(

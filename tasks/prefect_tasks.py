@@ -25,13 +25,13 @@ from prefect.logging import get_run_logger
 
 from tasks.entities import INGEST_ERRORS, PREVIEWS
 from tasks.errors import CompressionError, DicomEtlError
-from tasks.extract import Lineage, SourceFile, extract_batch
+from tasks.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extract_batch
 from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
 from tasks.manifest import processed_versions, read_local_manifest
 from tasks.preview import PreviewOptions, make_process_pool, render_batch
 from tasks.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch
 from tasks.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
-from tasks.storage import RAW_ZONE, ObjectInfo, copy_local_objects, list_local_objects
+from tasks.storage import ObjectInfo, list_local_objects
 from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
 
 
@@ -138,16 +138,17 @@ def publish_to_lake(
 
 
 @task(name="extract-batch", **IO_RETRIES)
-def extract_staged(staged: StagedBatch, ingested_at: datetime) -> BatchOutcome:
-    """Extract a staged batch (files on local disk, ZIP members included) into the lake's tables."""
-    return extract_to_lake.fn(staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at)
+def extract_staged(
+    staged: StagedBatch, ingested_at: datetime, previews: PreviewOptions | None = None, secret: str | None = None
+) -> BatchOutcome:
+    """Extract a staged batch (files on local disk, ZIP members included) into the lake's tables.
 
-
-@task(name="copy-to-raw", **IO_RETRIES)
-def copy_to_raw(source: str, lake: str, objects: Sequence[ObjectInfo]) -> list[str]:
-    """Copy a batch of source objects into the lake's raw zone."""
-    paths = copy_local_objects(Path(source), Path(lake) / RAW_ZONE, objects)
-    return [str(p) for p in paths]
+    With ``previews`` (and the de-identification ``secret``), each image's preview is
+    rendered as its file is extracted, and the previews table written too.
+    """
+    return extract_to_lake.fn(
+        staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at, previews=previews, secret=secret
+    )
 
 
 @task(name="extract-batch", **IO_RETRIES)
@@ -158,18 +159,21 @@ def extract_to_lake(
     raw_paths: Sequence[str],
     ingested_at: datetime,
     workers: int | None = None,
+    previews: PreviewOptions | None = None,
+    secret: str | None = None,
 ) -> BatchOutcome:
-    """Extract a batch into entity tables, quarantine rejected files, write Parquet."""
+    """Extract a batch into entity tables (and previews), quarantine rejected files, write Parquet."""
     lineage = Lineage(batch_id, ingested_at)
     files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
+    lake_path = Path(lake)
+    job = PreviewJob(lake_path, secret or "", previews) if previews is not None else None
     workers = workers or os.cpu_count() or 1
     executor = shared_process_pool(workers)
     try:
-        frames = extract_batch(files, lineage, executor=executor, parts=workers).frames
+        frames = extract_batch(files, lineage, executor=executor, parts=workers, previews=job).frames
     except BrokenProcessPool:  # a worker died (killed, out of memory): drop the pool, go on serially
         _pool.cache_clear()
-        frames = extract_batch(files, lineage).frames
-    lake_path = Path(lake)
+        frames = extract_batch(files, lineage, previews=job).frames
     errors = frames[INGEST_ERRORS.name]
     if errors.height:
         raw_by_key = {f.key: f.path for f in files}
@@ -178,21 +182,25 @@ def extract_to_lake(
             for key, reason in errors.select("source_key", "reason").iter_rows()
         ]
         frames[INGEST_ERRORS.name] = errors.with_columns(pl.Series("quarantine_key", qkeys, pl.Utf8))
+    rendered = {PREVIEWS.name: frames.pop(PREVIEWS.name), INGEST_ERRORS.name: frames.pop(PREVIEW_ERRORS)} if job else {}
     rows = write_tables(lake_path, frames, ingest_date=lineage.ingest_date, stage="extract", batch_id=batch_id)
-    raw_by_key = {f.key: str(f.path) for f in files}
-    pixel_images = [
-        (raw_by_key[key], key, uid)
-        for key, uid in frames["images"].filter(pl.col("has_pixel_data")).select("source_key", "SOPInstanceUID").iter_rows()
-    ]
+    error_rows = frames[INGEST_ERRORS.name].select("source_key", "reason", "detail").to_dicts()
+    if rendered:
+        written = write_tables(lake_path, rendered, ingest_date=lineage.ingest_date, stage="preview", batch_id=batch_id)
+        rows |= {"previews": written[PREVIEWS.name], "preview_errors": written[INGEST_ERRORS.name]}
+        error_rows += rendered[INGEST_ERRORS.name].select("source_key", "reason", "detail").to_dicts()
+        pixel_images = []  # rendered already
+    else:
+        raw_by_key = {f.key: str(f.path) for f in files}
+        pixel_images = [
+            (raw_by_key[key], key, uid)
+            for key, uid in frames["images"].filter(pl.col("has_pixel_data")).select("source_key", "SOPInstanceUID").iter_rows()
+        ]
     get_run_logger().info(
-        "Batch %s: %d images, %d rejected", batch_id, rows["images"], rows[INGEST_ERRORS.name]
+        "Batch %s: %d images, %d rejected%s", batch_id, rows["images"], rows[INGEST_ERRORS.name],
+        f", {rows['previews']} previews" if rendered else "",
     )
-    return BatchOutcome(
-        batch_id=batch_id,
-        rows=rows,
-        errors=frames[INGEST_ERRORS.name].select("source_key", "reason", "detail").to_dicts(),
-        pixel_images=pixel_images,
-    )
+    return BatchOutcome(batch_id=batch_id, rows=rows, errors=error_rows, pixel_images=pixel_images)
 
 
 def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -210,6 +218,15 @@ def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
 
 
 _POOL_LOCK = threading.Lock()
+
+
+def warm_process_pool(workers: int | None = None) -> None:
+    """Start the shared pool's workers now, in the background, so the first batch finds them ready."""
+    n = workers or os.cpu_count() or 1
+    pool = shared_process_pool(n)
+    if pool is not None:
+        for _ in range(n):
+            pool.submit(int)
 
 
 @functools.cache

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -22,8 +22,15 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
 from tasks.errors import Reason
-from tasks.extract import quiet_pydicom
-from tasks.pixels import display_frame, frame_count, middle_frame, robust_to_uint8, window_to_uint8
+from tasks.instance import quiet_pydicom
+from tasks.pixels import (
+    display_frame,
+    frame_count,
+    middle_frame,
+    native_display,
+    robust_to_uint8,
+    window_to_uint8,
+)
 
 __all__ = [
     "Preview",
@@ -33,6 +40,7 @@ __all__ = [
     "middle_frame",
     "preview_key",
     "render_batch",
+    "render_dataset",
     "render_preview",
     "robust_to_uint8",
     "window_to_uint8",
@@ -161,28 +169,44 @@ def render_file(
 
     A top-level function of plain arguments, so a process pool can run it.
     """
-    try:
-        with quiet_pydicom():  # once per file: it resets logging caches, which is not free
+    with quiet_pydicom():  # once per file: it resets logging caches, which is not free
+        try:
             ds = pydicom.dcmread(path, force=True)
+        except Exception as exc:  # noqa: BLE001 - unreadable now: this file's error, not the batch's
+            return None, _decode_error(key, sop_uid, exc)
+        return render_dataset(lake, ds, key, sop_uid, image_id, options)
+
+
+def render_dataset(
+    lake: Path,
+    ds: Dataset,
+    key: str,
+    sop_uid: str,
+    image_id: str,
+    options: PreviewOptions,
+    image: Mapping[str, Any] | None = None,
+) -> tuple[dict | None, dict | None]:
+    """Render and store the preview(s) of a parsed instance (see :func:`render_file`).
+
+    With its ``images`` row, a plain uncompressed image skips pydicom's decoders
+    (:func:`tasks.pixels.native_display`); call inside :func:`quiet_pydicom`.
+    """
+    try:
+        display = native_display(ds, image) if image is not None and options.frames == "middle" else None
+        if display is not None:
+            jpeg, width, height = encode_jpeg(display, max_size=options.max_size, quality=options.quality)
+            main = Preview(jpeg, width, height, 0)
+        else:
             main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
-            extra: list[tuple[int, Preview]] = []
-            if options.frames == "all" and frame_count(ds) > 1:
-                for i in range(frame_count(ds)):
-                    if i == main.frame_index:
-                        extra.append((i, main))
-                    else:
-                        extra.append((i, _render(ds, frame=i, max_size=options.max_size, quality=options.quality)))
-    except Exception as exc:  # any decoder failure is this file's, not the batch's
-        return None, {
-            "source_key": key,
-            "SOPInstanceUID": sop_uid,
-            "stage": "preview",
-            "reason": str(Reason.PIXEL_DECODE),
-            "detail": (
-                f"pixel data could not be decoded ({type(exc).__name__}: {exc}); "
-                "metadata rows are kept, no preview"
-            )[:500],
-        }
+        extra: list[tuple[int, Preview]] = []
+        if options.frames == "all" and frame_count(ds) > 1:
+            for i in range(frame_count(ds)):
+                if i == main.frame_index:
+                    extra.append((i, main))
+                else:
+                    extra.append((i, _render(ds, frame=i, max_size=options.max_size, quality=options.quality)))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, not the batch's
+        return None, _decode_error(key, sop_uid, exc)
     pkey = preview_key(image_id)
     write_preview(lake, pkey, main)
     for i, frame_preview in extra:
@@ -196,6 +220,19 @@ def render_file(
         "preview_height": main.height,
         "frame_index": main.frame_index,
     }, None
+
+
+def _decode_error(key: str, sop_uid: str, exc: Exception) -> dict:
+    return {
+        "source_key": key,
+        "SOPInstanceUID": sop_uid,
+        "stage": "preview",
+        "reason": str(Reason.PIXEL_DECODE),
+        "detail": (
+            f"pixel data could not be decoded ({type(exc).__name__}: {exc}); "
+            "metadata rows are kept, no preview"
+        )[:500],
+    }
 
 
 def _render_file_star(args: tuple) -> tuple[dict | None, dict | None]:

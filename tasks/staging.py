@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.archive import ArchiveLimits, expand_archive, is_zip
+from tasks.archive import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
 from tasks.entities import ALL_TABLES, INGEST_ERRORS
 from tasks.errors import FileRejected, Reason
 from tasks.lake import quarantine_copy, write_parquet_atomic, write_tables
@@ -109,6 +109,7 @@ def stage_batch(
     out = StagedBatch(batch_id, str(staging))
     failed: dict[str, str] = {}
     local: dict[str, Path] = {}
+    known: dict[str, tuple[str, bool]] = {}  # key -> (sha256, is a ZIP), when the copy computed them
     client = make_s3_client(access) if is_s3_url(source) or is_s3_url(lake) else None
     if is_s3_url(source):
         src = parse_s3_url(source)
@@ -137,8 +138,9 @@ def stage_batch(
             upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket)
             local = {o.key: root / o.key for o in objects}
         else:
-            paths = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
-            local = {o.key: p for o, p in zip(objects, paths, strict=True)}
+            copies = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
+            local = {o.key: c.path for o, c in zip(objects, copies, strict=True)}
+            known = {o.key: (c.sha256, c.head[:4] in ZIP_MAGIC) for o, c in zip(objects, copies, strict=True)}
     out.skipped = sorted(failed)
     for key, reason in failed.items():
         detail = (
@@ -149,9 +151,9 @@ def stage_batch(
         out.errors.append(_error_row(key, reason, detail, stage="fetch"))
     for index, obj in enumerate(o for o in objects if o.key in local):
         path = local[obj.key]
-        digest = sha256_file(path)
+        digest, archive = known[obj.key] if obj.key in known else (sha256_file(path), is_zip(path))
         out.hashes[obj.key] = digest
-        if not is_zip(path):
+        if not archive:
             out.files.append(obj)
             out.paths.append(str(path))
             continue

@@ -6,9 +6,9 @@ S3 implementation can stand beside them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,32 +88,63 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
     return found
 
 
-def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo]) -> list[Path]:
-    """Copy objects from a source folder into the raw zone, keeping their keys.
+@dataclass(frozen=True)
+class RawCopy:
+    """An object's copy in the raw zone, with what staging needs to know of its bytes."""
+
+    path: Path
+    sha256: str
+    head: bytes  # the first bytes: enough to tell a ZIP archive
+
+
+def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo]) -> list[RawCopy]:
+    """Copy objects from a source folder into the raw zone, keeping their keys; hash them on the way.
 
     An object whose raw copy already has the same size and modification time is not
-    copied again, so a re-run costs a ``stat`` per file. Copies go to a temporary name
+    copied again (a re-run reads it once, for its hash). Copies go to a temporary name
     first and are renamed, so a killed run never leaves a partial file under a real key.
 
     Returns
     -------
-    list of Path
-        The raw-zone path of every object, in the order given.
+    list of RawCopy
+        One per object, in the order given.
     """
-    out: list[Path] = []
+    out: list[RawCopy] = []
+    made: set[Path] = set()
     for obj in objects:
         src = root / obj.key
         dst = raw_dir / obj.key
-        out.append(dst)
-        if dst.exists():
-            s, d = src.stat(), dst.stat()
-            if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
-                continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        s = src.stat()
+        try:
+            d = dst.stat()
+        except FileNotFoundError:
+            d = None
+        if d is not None and s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
+            out.append(RawCopy(dst, *_hashed_copy(dst, None)))
+            continue
+        if dst.parent not in made:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dst.parent)
         tmp = dst.with_name(f".{dst.name}.partial")
-        shutil.copy2(src, tmp)
+        digest, head = _hashed_copy(src, tmp)
+        os.utime(tmp, ns=(s.st_atime_ns, s.st_mtime_ns))  # the size+mtime check above relies on it
         os.replace(tmp, dst)
+        out.append(RawCopy(dst, digest, head))
     return out
+
+
+def _hashed_copy(src: Path, dst: Path | None) -> tuple[str, bytes]:
+    """SHA-256 and first bytes of ``src``, copying it to ``dst`` in the same pass (if given)."""
+    digest = hashlib.sha256()
+    head = b""
+    with src.open("rb") as fin, (dst.open("wb") if dst is not None else contextlib.nullcontext()) as fout:
+        while block := fin.read(1 << 20):
+            if not head:
+                head = block[:8]
+            digest.update(block)
+            if fout is not None:
+                fout.write(block)
+    return digest.hexdigest(), head
 
 
 def chunk(items: Sequence, size: int) -> Iterator[Sequence]:

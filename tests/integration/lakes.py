@@ -28,7 +28,7 @@ def build_lake(source: Path, lake: Path, *, secret: str, batch_size: int = 50, i
         bid = batch_id(batch)
         lineage = Lineage(bid, when)
         raw = copy_local_objects(source, lake / RAW_ZONE, batch)
-        files = [SourceFile(p, o.key, o.etag) for o, p in zip(batch, raw, strict=True)]
+        files = [SourceFile(c.path, o.key, o.etag) for o, c in zip(batch, raw, strict=True)]
         frames = extract_batch(files, lineage).frames
         for table, n in write_tables(lake, frames, ingest_date=lineage.ingest_date, stage="extract", batch_id=bid).items():
             totals[table] = totals.get(table, 0) + n

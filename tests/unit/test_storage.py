@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -56,12 +57,16 @@ def test_copy_is_skipped_when_raw_copy_is_current(tmp_path):
     (src / "d").mkdir(parents=True)
     (src / "d" / "f").write_bytes(b"abc")
     objects = list_local_objects(src)
-    [path] = copy_local_objects(src, raw, objects)
+    [copy] = copy_local_objects(src, raw, objects)
+    path = copy.path
     assert path.read_bytes() == b"abc"
+    assert copy.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert os.stat(path).st_mtime_ns == os.stat(src / "d" / "f").st_mtime_ns
     path.write_bytes(b"abd")  # same size and, within a second, same mtime: a re-run skips it
     os.utime(path, ns=(os.stat(src / "d" / "f").st_atime_ns, os.stat(src / "d" / "f").st_mtime_ns))
-    copy_local_objects(src, raw, objects)
+    [again] = copy_local_objects(src, raw, objects)
     assert path.read_bytes() == b"abd"
+    assert again.sha256 == hashlib.sha256(b"abd").hexdigest()  # the hash is of what the raw zone holds
     (src / "d" / "f").write_bytes(b"abcdef")  # changed at the source: copied again
     copy_local_objects(src, raw, list_local_objects(src))
     assert path.read_bytes() == b"abcdef"
