@@ -116,6 +116,12 @@ def decode_dataset(
             if elem.value is not None and elem.length != UNDEFINED_LENGTH and len(elem.value) < elem.length:
                 _check_length(elem)
             vr = elem.VR or _dictionary_vr(tag)
+            if elem.value is None and vr in BINARY_VRS and elem.length not in (0, UNDEFINED_LENGTH):
+                # deferred by dcmread (a large file): never read, only described
+                body[key] = {"vr": vr, "BulkDataURI": drop_uri(tag, vr, elem.length)}
+                if text is not None:
+                    text[tag] = (vr, None)
+                continue
             if vr in FAST_VRS and vr != "UN" and vr != "SQ":
                 view, json_elem = _decode_raw(elem, vr, encodings, bulk_threshold)
                 body[key] = json_elem

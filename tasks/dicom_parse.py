@@ -3,10 +3,11 @@
 ``pydicom.dcmread`` is general and careful, and most of extraction's time went into it.
 Most files a provider sends are the plain case: 128-byte preamble, ``DICM``, an explicit
 VR little endian meta group, then an explicit or implicit VR little endian data set whose
-elements all have defined lengths. For exactly that case :func:`parse_simple` splits the
+elements all have defined lengths (except encapsulated pixel data, whose fragments it
+hops over). For exactly that case :func:`parse_simple` splits the
 bytes into pydicom's own raw elements (the same ``RawDataElement`` tuples ``dcmread``
-builds) in one tight loop; anything else (no preamble, big endian, deflate, encapsulated
-pixel data, undefined lengths, odd VR bytes) returns ``None`` and the caller uses
+builds) in one tight loop; anything else (no preamble, big endian, deflate, other
+undefined lengths, odd VR bytes) returns ``None`` and the caller uses
 ``dcmread``. Values are decoded afterwards by :mod:`tasks.dicom_json` either way, and the
 tests compare both paths with pydicom and dcmtk.
 """
@@ -18,10 +19,14 @@ import struct
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
+from pydicom.uid import AllTransferSyntaxes
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 UNDEFINED_LENGTH = 0xFFFFFFFF
+PIXEL_DATA = 0x7FE00010
+#: Compressed transfer syntaxes pydicom knows: explicit VR little endian around encapsulated pixel data.
+ENCAPSULATED = frozenset(str(uid) for uid in AllTransferSyntaxes if uid.is_encapsulated and not uid.is_deflated)
 #: VRs with a 2-byte reserved field and a 4-byte length in explicit VR.
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"})
 SHORT_VRS = frozenset(
@@ -32,15 +37,18 @@ VR_TEXT = {vr: vr.decode() for vr in LONG_VRS | SHORT_VRS}
 _HEADER = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
 _LONG_LENGTH = struct.Struct("<I")
+#: Values shorter than this are copied out of a mapped file; longer ones stay views.
+MAPPED_INLINE = 1 << 16
 
 
-def parse_simple(data: bytes) -> Dataset | None:
+def parse_simple(data: bytes | memoryview) -> Dataset | None:
     """Parse a plain Part 10 little-endian file into raw elements, or ``None`` if it isn't one.
 
     Parameters
     ----------
-    data : bytes
-        The whole file.
+    data : bytes or memoryview
+        The whole file; a memoryview of a mapped file (large files) keeps bulk values
+        (pixel data) as views of the map instead of copies.
 
     Returns
     -------
@@ -58,9 +66,9 @@ def parse_simple(data: bytes) -> Dataset | None:
     if ts_elem is None or ts_elem.value is None:
         return None
     ts = ts_elem.value.decode("ascii", "replace").rstrip("\x00 ")
-    if ts not in (EXPLICIT_LE, IMPLICIT_LE):
+    if ts not in (EXPLICIT_LE, IMPLICIT_LE) and ts not in ENCAPSULATED:
         return None
-    explicit = ts == EXPLICIT_LE
+    explicit = ts != IMPLICIT_LE
     if not explicit and len(data) >= offset + 6 and data[offset + 4 : offset + 6] in VR_TEXT:
         return None  # says implicit but looks explicit: dcmread knows how to cope
     elements, end = _read_elements(data, offset, explicit=explicit, meta=False)
@@ -73,7 +81,7 @@ def parse_simple(data: bytes) -> Dataset | None:
 
 
 def _read_elements(
-    data: bytes, offset: int, *, explicit: bool, meta: bool
+    data: bytes | memoryview, offset: int, *, explicit: bool, meta: bool
 ) -> tuple[dict[int, RawDataElement] | None, int]:
     """Split elements from ``offset``: the meta group only (``meta``) or to the end of the data."""
     out: dict[int, RawDataElement] = {}
@@ -82,6 +90,7 @@ def _read_elements(
     unpack_implicit = _IMPLICIT.unpack_from
     unpack_long = _LONG_LENGTH.unpack_from
     implicit = not explicit
+    mapped = isinstance(data, memoryview)
     while offset + 8 <= size:
         if explicit:
             group, elem, vr_bytes, length = unpack_header(data, offset)
@@ -103,11 +112,41 @@ def _read_elements(
                 return None, offset
             vr = None
             start = offset + 8
-        if length == UNDEFINED_LENGTH:
-            return None, offset
         tag = group << 16 | elem
+        if length == UNDEFINED_LENGTH:
+            if meta or tag != PIXEL_DATA or vr not in (None, "OB", "OW"):
+                return None, offset
+            end = _encapsulated_end(data, start)  # compressed pixel data: fragments, then a delimiter
+            if end is None:
+                return None, offset
+            value = data[start:end]
+            out[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+            offset = end + 8
+            continue
         end = start + length
         value = data[start:end]  # shorter than ``length`` when the file is cut: reported later
+        if mapped and length < MAPPED_INLINE:
+            value = bytes(value)  # header values as bytes; only bulk values stay views of the map
         out[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
         offset = end
     return out, offset
+
+
+def _encapsulated_end(data: bytes | memoryview, offset: int) -> int | None:
+    """Where the sequence delimiter of encapsulated pixel data starting at ``offset`` is.
+
+    Hops over the items (basic offset table, fragments) by their lengths, touching only
+    their 8-byte headers; ``None`` if anything else is found or the data ends first.
+    """
+    unpack = _IMPLICIT.unpack_from
+    size = len(data)
+    while offset + 8 <= size:
+        group, elem, length = unpack(data, offset)
+        if group != 0xFFFE:
+            return None
+        if elem == 0xE0DD:
+            return offset
+        if elem != 0xE000 or length == UNDEFINED_LENGTH or offset + 8 + length > size:
+            return None
+        offset += 8 + length
+    return None

@@ -32,7 +32,7 @@ from tasks.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
-from tasks.instance import extract_dataset, header_json, quiet_pydicom, read_dicom
+from tasks.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
 from tasks.preview import PreviewOptions, render_dataset
 
 __all__ = [
@@ -233,34 +233,37 @@ def _arrow_schema(entity: Entity) -> pa.Schema:
 def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_threshold: int) -> Dataset | None:
     """Append the file's rows (or its error row); return the parsed instance, or None if rejected."""
     lineage_cols = {"source_key": src.key, "source_etag": src.etag}
-    data = b""
+    data: bytes | memoryview = b""
     try:
-        data = src.path.read_bytes()
-        ds = read_dicom(data)
+        data = load_file(src.path)  # a large file is mapped, not read
+        ds = read_dicom(data, src.path)
         entity_rows = extract_dataset(ds, bulk_threshold=bulk_threshold)
-    except FileRejected as exc:
-        error = error_row(exc.reason, exc.detail, "extract", data=data)
-        rows[INGEST_ERRORS.name].append(error | lineage_cols)
-        return None
     except OSError as exc:
         detail = f"cannot read the file: {exc.strerror or exc}"
         rows[INGEST_ERRORS.name].append(error_row(Reason.UNREADABLE, detail, "extract") | lineage_cols)
         return None
-    except RecursionError:
-        detail = "sequences are nested too deeply to read"
-        rows[INGEST_ERRORS.name].append(error_row(Reason.TOO_DEEP, detail, "extract", data=data) | lineage_cols)
-        return None
-    except Exception as exc:  # a value no reader expected must not stop the batch
-        detail = f"unexpected {type(exc).__name__} while reading the header"
-        error = error_row(Reason.UNREADABLE, detail, "extract", data=data)
+    except Exception as exc:  # noqa: BLE001 - a value no reader expected must not stop the batch
+        if isinstance(exc, FileRejected):
+            reason, detail = exc.reason, exc.detail
+        elif isinstance(exc, RecursionError):
+            reason, detail = Reason.TOO_DEEP, "sequences are nested too deeply to read"
+        else:
+            reason, detail = Reason.UNREADABLE, f"unexpected {type(exc).__name__} while reading the header"
+        error = error_row(reason, detail, "extract") | _content(data, src.path)
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
         return None
-    entity_rows[IMAGES.name]["file_size"] = len(data)
-    entity_rows[IMAGES.name]["content_hash"] = sha256_hex(data)
+    entity_rows[IMAGES.name].update(_content(data, src.path))
     for name, row in entity_rows.items():
         row.update(lineage_cols)
         rows[name].append(row)
     return ds
+
+
+def _content(data: bytes | memoryview, path: Path) -> dict[str, Any]:
+    """``file_size`` and ``content_hash`` of a file read (or mapped) for extraction."""
+    if not len(data):
+        return {"file_size": 0, "content_hash": None}
+    return {"file_size": len(data), "content_hash": content_digest(data, path)}
 
 
 def duplicate_conflicts(images: pl.DataFrame) -> pl.DataFrame:

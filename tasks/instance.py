@@ -11,9 +11,12 @@ import hashlib
 import io
 import json
 import logging
+import mmap
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -75,7 +78,40 @@ def quiet_pydicom() -> Iterator[None]:
         pydicom_logger.setLevel(previous_level)
 
 
-def read_dicom(data: bytes) -> Dataset:
+#: Values ``dcmread`` leaves on disk when it reads a large file itself.
+DEFER_SIZE = 1 << 20
+#: Files at least this large are mapped, not read: memory stays bounded whatever their size.
+LARGE_FILE_BYTES = 256 << 20
+
+
+def load_file(path: Path) -> bytes | memoryview:
+    """A file's bytes: read whole, or for a large file a read-only view of it mapped in memory.
+
+    Only the pages used (the header, a preview frame) are then read; nothing holds the
+    whole file. The map is released when the last view of it is dropped.
+    """
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < LARGE_FILE_BYTES:
+            return fh.read()
+        return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+def content_digest(data: bytes | memoryview, path: Path) -> str:
+    """SHA-256 of a file's content: of ``data`` in memory, or streamed from ``path`` when mapped.
+
+    Hashing a map would bring every page of a multi-GB file into this process.
+    """
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_dicom(data: bytes | memoryview, path: Path | None = None) -> Dataset:
     """Parse DICOM bytes into a dataset, or reject them with a reason.
 
     Plain Part 10 little-endian files are split by :func:`tasks.dicom_parse.parse_simple`;
@@ -85,8 +121,11 @@ def read_dicom(data: bytes) -> Dataset:
 
     Parameters
     ----------
-    data : bytes
-        The whole file.
+    data : bytes or memoryview
+        The whole file (see :func:`load_file`).
+    path : Path, optional
+        The file itself: a mapped file that the lean reader cannot split is read by
+        ``dcmread`` from here, its bulk values deferred (never loaded whole).
 
     Returns
     -------
@@ -105,13 +144,17 @@ def read_dicom(data: bytes) -> Dataset:
     except Exception:  # noqa: BLE001 - anything odd goes to pydicom's general reader below
         simple = None
     if simple is not None:
+        if isinstance(data, memoryview) and path is not None:
+            simple.filename = str(path)  # where a decoder reads frames of a mapped file from
         return _reject_dicomdir(simple)
+    source = str(path) if path is not None and isinstance(data, memoryview) else io.BytesIO(data)
+    defer = DEFER_SIZE if isinstance(source, str) else None
     with quiet_pydicom():
         try:
             try:
-                ds = pydicom.dcmread(io.BytesIO(data))
+                ds = pydicom.dcmread(source, defer_size=defer)
             except InvalidDicomError:
-                ds = pydicom.dcmread(io.BytesIO(data), force=True)
+                ds = pydicom.dcmread(source, defer_size=defer, force=True)
                 if "SOPInstanceUID" not in ds and "SOPClassUID" not in ds:
                     msg = "no DICOM preamble, file meta or SOP identification was found"
                     raise FileRejected(Reason.NOT_DICOM, msg) from None
@@ -217,7 +260,9 @@ def _check_pixel_length(text: dict[int, TextView], transfer_syntax: str | None, 
     if transfer_syntax not in NATIVE_SYNTAXES:
         return  # encapsulated: the fragments carry their own lengths
     raw = ds._dict[PIXEL_DATA]
-    actual = len(raw.value or b"") if hasattr(raw, "value") else 0
+    value = getattr(raw, "value", None)
+    deferred = value is None and getattr(raw, "length", 0) not in (0, 0xFFFFFFFF)
+    actual = raw.length if deferred else len(value or b"")
     try:
         rows, cols, spp, bits = (int(_values(text, t)[0]) for t in (0x00280010, 0x00280011, 0x00280002, 0x00280100))
         frames_text = _first_text(text, 0x00280008)

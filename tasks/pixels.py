@@ -277,6 +277,11 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
         Whatever the decoder raises for pixel data it cannot decode (no plugin for the
         transfer syntax, corrupt codestream); the caller turns it into ``pixel_decode``.
     """
+    elem = ds._dict.get(PIXEL_DATA)
+    value = getattr(elem, "value", b"")
+    if (value is None or isinstance(value, memoryview)) and getattr(ds, "filename", None):
+        # a large file, deferred or mapped (tasks.instance.load_file): pydicom reads just this frame from disk
+        return pixel_array(ds.filename, index=index if frame_count(ds) > 1 else None, decoding_plugin=_fast_plugin(ds))
     plugin = _fast_plugin(ds)
     if plugin:
         try:
@@ -306,14 +311,14 @@ PIXEL_DATA = 0x7FE00010
 def native_display(
     ds: Dataset, image: Mapping[str, Any], *, percentiles: Sequence[float] = (0.5, 99.5)
 ) -> np.ndarray | None:
-    """The display of a plain uncompressed single-frame image, without pydicom's decoders.
+    """The display of the middle frame of a plain uncompressed image, without pydicom's decoders.
 
-    The common case of a batch (native little-endian, one frame, MONOCHROME1/2 or 8-bit
-    RGB, rescale and window in the header, no LUT sequences) costs a fraction of
-    :func:`display_frame` here: the pixel bytes are viewed in place and the attributes
-    come from the ``images`` row extraction already decoded. The result is the same array
-    :func:`display_frame` returns (the tests compare them); anything else returns
-    ``None`` and takes the general path.
+    The common case of a batch (native little-endian, MONOCHROME1/2 or 8-bit RGB,
+    rescale and window in the header, no LUT sequences or functional groups) costs a
+    fraction of :func:`display_frame` here: the frame's bytes are viewed in place (also
+    in a mapped multi-GB file) and the attributes come from the ``images`` row extraction
+    already decoded. The result is the array ``display_frame(ds, middle_frame(ds))``
+    returns (the tests compare them); anything else returns ``None``: the general path.
 
     Parameters
     ----------
@@ -346,14 +351,16 @@ def native_display(
 
 def _native_array(ds: Dataset, image: Mapping[str, Any]) -> np.ndarray | None:
     """The pixel array of a plain native image as pydicom would decode it, or None."""
-    if image.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or int(image.get("NumberOfFrames") or 1) != 1:
-        return None
-    if any(tag in ds._dict for tag in _GENERAL_ONLY):
+    if image.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or any(tag in ds._dict for tag in _GENERAL_ONLY):
         return None
     elem = ds._dict.get(PIXEL_DATA)
     value = getattr(elem, "value", None)
-    if not isinstance(value, bytes):
+    if not isinstance(value, (bytes, memoryview)):
         return None
+    frames = int(image.get("NumberOfFrames") or 1)
+    if frames < 1:
+        return None
+    frame = frames // 2  # the middle frame, as middle_frame()
     rows, cols = int(image["Rows"]), int(image["Columns"])
     samples = int(image.get("SamplesPerPixel") or 1)
     allocated = int(image["BitsAllocated"])
@@ -364,9 +371,9 @@ def _native_array(ds: Dataset, image: Mapping[str, Any]) -> np.ndarray | None:
         return None
     if samples == 3 and photometric == "RGB" and allocated == 8 and stored == 8 and not signed:
         count = rows * cols * 3
-        if len(value) < count:
+        if len(value) < count * frames:
             return None
-        flat = np.frombuffer(value, np.uint8, count)
+        flat = np.frombuffer(value, np.uint8, count, offset=count * frame)
         if int(image.get("PlanarConfiguration") or 0) == 1:
             return flat.reshape(3, rows, cols).transpose(1, 2, 0)
         return flat.reshape(rows, cols, 3)
@@ -374,9 +381,9 @@ def _native_array(ds: Dataset, image: Mapping[str, Any]) -> np.ndarray | None:
         return None
     count = rows * cols
     unsigned = np.uint8 if allocated == 8 else np.dtype("<u2")
-    if len(value) < count * (allocated // 8):
+    if len(value) < count * (allocated // 8) * frames:
         return None
-    arr = np.frombuffer(value, unsigned, count).reshape(rows, cols)
+    arr = np.frombuffer(value, unsigned, count, offset=count * (allocated // 8) * frame).reshape(rows, cols)
     if stored < allocated:  # pydicom masks the unused high bits, and sign-extends signed data
         arr = arr & np.array((1 << stored) - 1, unsigned)
         if signed:

@@ -155,10 +155,12 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
     path = lake / key
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(preview.jpeg)
+    try:
+        tmp.write_bytes(preview.jpeg)
+    except FileNotFoundError:  # the folder's first preview (cheaper than a check per file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(preview.jpeg)
     tmp.replace(path)
 
 
@@ -195,7 +197,7 @@ def render_dataset(
         display = native_display(ds, image) if image is not None and options.frames == "middle" else None
         if display is not None:
             jpeg, width, height = encode_jpeg(display, max_size=options.max_size, quality=options.quality)
-            main = Preview(jpeg, width, height, 0)
+            main = Preview(jpeg, width, height, max(int(image.get("NumberOfFrames") or 1), 1) // 2)
         else:
             main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
         extra: list[tuple[int, Preview]] = []
