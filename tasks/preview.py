@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
 from tasks.errors import Reason
+from tasks import instance
 from tasks.instance import quiet_pydicom
 from tasks.pixels import (
     display_frame,
@@ -173,7 +174,10 @@ def render_file(
     """
     with quiet_pydicom():  # once per file: it resets logging caches, which is not free
         try:
-            ds = pydicom.dcmread(path, force=True)
+            if path.stat().st_size >= instance.LARGE_FILE_BYTES:  # mapped: one frame is read, not the file
+                ds = instance.read_dicom(instance.load_file(path), path)
+            else:
+                ds = pydicom.dcmread(path, force=True)
         except Exception as exc:  # noqa: BLE001 - unreadable now: this file's error, not the batch's
             return None, _decode_error(key, sop_uid, exc)
         return render_dataset(lake, ds, key, sop_uid, image_id, options)
