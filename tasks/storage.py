@@ -45,12 +45,28 @@ class ObjectInfo:
     last_modified: datetime | None = field(default=None, compare=False)
 
 
+def temporary_name(name: str) -> str:
+    """The temporary name a file is written under before it is renamed to ``name``."""
+    return f".{name}.partial"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of our temporaries (``.<name>.partial``)."""
+    return name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial")
+
+
 def list_local_objects(root: Path) -> list[ObjectInfo]:
     """Every regular file below ``root``, sorted by key.
 
-    Hidden files and folders (``.name``) are skipped: they are editor and OS litter
-    (``.DS_Store``), never provider data. Symbolic links are listed (etag ``symlink-...``)
-    but never followed: staging rejects them with reason ``symlink``.
+    Nothing is skipped silently: hidden files and folders (``.name``) are listed like
+    any other, so a DICOM named ``.x.dcm`` is ingested and OS litter (``.DS_Store``) is
+    quarantined once with a reason (``not_dicom``) and recorded in the manifest. The one
+    exception is our own temporary name, ``.<name>.partial`` (see :func:`is_temporary`):
+    a copy in progress, or one a killed run left, in a folder this project writes (a
+    lake's raw zone used as a source); the whole file is listed under its real name once
+    the write completes, and ``sweep_partials`` removes leftovers. Symbolic links are
+    listed (etag ``symlink-...``) but never followed: staging rejects them with reason
+    ``symlink``.
 
     Parameters
     ----------
@@ -71,9 +87,9 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
         raise SourceError(msg)
     found: list[ObjectInfo] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames.sort()
         for name in filenames:
-            if name.startswith("."):
+            if is_temporary(name):
                 continue
             path = Path(dirpath, name)
             key = path.relative_to(root).as_posix()
@@ -110,7 +126,7 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
             if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
                 continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.partial")
+        tmp = dst.with_name(temporary_name(dst.name))
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
     return out
