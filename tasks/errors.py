@@ -17,6 +17,10 @@ class WarehouseError(DicomEtlError):
     """The warehouse build (dbt) failed."""
 
 
+class DiskFullError(DicomEtlError):
+    """A folder the pipeline writes to (the lake, the scratch folder) is on a full disk."""
+
+
 class CompressionError(DicomEtlError):
     """A remote compression run (the compress-dicom deployment) did not complete."""
 

@@ -1,7 +1,9 @@
 """Thin Prefect ``@task`` wrappers around the pure functions: retries, names, logging.
 
 Retries apply to I/O only: ``retry_on_io`` refuses to retry a project error (a bad
-input, a missing folder), so a corrupt file is never retried.
+input, a missing folder), so a corrupt file is never retried, nor a full disk: it does
+not free itself within the backoff, so every task that writes local files reports it at
+once as a ``DiskFullError`` naming the folder (``tasks.files.disk_full_reported``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prefect.logging import get_run_logger
 from tasks.entities import INGEST_ERRORS, PREVIEWS
 from tasks.errors import CompressionError, DicomEtlError
 from tasks.extract import Lineage, SourceFile, extract_batch
+from tasks.files import disk_full_reported, is_disk_full
 from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
 from tasks.manifest import processed_versions, read_local_manifest
 from tasks.preview import PreviewOptions, make_process_pool, render_batch
@@ -36,13 +39,13 @@ from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects,
 
 
 def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
-    """Retry transient I/O failures only, never a project error (bad input or settings)."""
+    """Retry transient I/O failures only, never a project error (bad input or settings) nor a full disk."""
     try:
         state.result()
     except DicomEtlError:
         return False
-    except (OSError, TimeoutError, ConnectionError):
-        return True
+    except OSError as exc:  # TimeoutError and ConnectionError included
+        return not is_disk_full(exc)
     except Exception:
         return False
     return False
@@ -97,10 +100,11 @@ def read_manifest(lake: str, *, access: S3Access | None = None) -> set[tuple[str
 @task(name="prepare-lake", **S3_RETRIES)
 def prepare_lake(lake: str, scratch: str, *, access: S3Access | None = None) -> None:
     """Give every raw table a 0-row schema file in the lake (local or S3)."""
-    if is_s3_url(lake):
-        prepare_s3_lake(lake, scratch=Path(scratch), access=access or S3Access())
-    else:
-        ensure_table_schemas(Path(lake))
+    with disk_full_reported(scratch, lake):
+        if is_s3_url(lake):
+            prepare_s3_lake(lake, scratch=Path(scratch), access=access or S3Access())
+        else:
+            ensure_table_schemas(Path(lake))
 
 
 @task(name="stage-batch", **S3_RETRIES)
@@ -109,9 +113,10 @@ def stage_to_scratch(
     access: S3Access | None, ingested_at: datetime,
 ) -> StagedBatch:
     """Copy a batch to the raw zone (server-side on S3), download it, expand its ZIPs."""
-    staged = stage_batch(
-        source, lake, objects, batch_id=batch_id, scratch=Path(scratch), access=access or S3Access(), ingested_at=ingested_at
-    )
+    with disk_full_reported(scratch, lake):
+        staged = stage_batch(
+            source, lake, objects, batch_id=batch_id, scratch=Path(scratch), access=access or S3Access(), ingested_at=ingested_at
+        )
     get_run_logger().info(
         "Batch %s: %d objects -> %d files to extract, %d rejected before extraction",
         batch_id, len(objects), len(staged.files), len(staged.errors),
@@ -126,10 +131,11 @@ def publish_to_lake(
 ) -> BatchOutcome:
     """Upload a batch's tables, previews and quarantine copies (S3 lake) and record it in the manifest."""
     quarantined = [e["source_key"] for o in outcomes for e in o.errors if e["reason"] != "pixel_decode"]
-    recorded = publish_batch(
-        lake, staged, objects, quarantined=quarantined, scratch=Path(scratch), access=access or S3Access(),
-        processed_at=processed_at,
-    )
+    with disk_full_reported(scratch, lake):
+        recorded = publish_batch(
+            lake, staged, objects, quarantined=quarantined, scratch=Path(scratch), access=access or S3Access(),
+            processed_at=processed_at,
+        )
     return BatchOutcome(
         batch_id=staged.batch_id,
         rows={"manifest": recorded},
@@ -146,7 +152,8 @@ def extract_staged(staged: StagedBatch, ingested_at: datetime) -> BatchOutcome:
 @task(name="copy-to-raw", **IO_RETRIES)
 def copy_to_raw(source: str, lake: str, objects: Sequence[ObjectInfo]) -> list[str]:
     """Copy a batch of source objects into the lake's raw zone."""
-    paths = copy_local_objects(Path(source), Path(lake) / RAW_ZONE, objects)
+    with disk_full_reported(lake):
+        paths = copy_local_objects(Path(source), Path(lake) / RAW_ZONE, objects)
     return [str(p) for p in paths]
 
 
@@ -160,6 +167,13 @@ def extract_to_lake(
     workers: int | None = None,
 ) -> BatchOutcome:
     """Extract a batch into entity tables, quarantine rejected files, write Parquet."""
+    with disk_full_reported(lake):
+        return _extract(lake, batch_id, objects, raw_paths, ingested_at, workers)
+
+
+def _extract(
+    lake: str, batch_id: str, objects: Sequence[ObjectInfo], raw_paths: Sequence[str], ingested_at: datetime, workers: int | None
+) -> BatchOutcome:
     lineage = Lineage(batch_id, ingested_at)
     files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
     workers = workers or os.cpu_count() or 1
@@ -247,28 +261,29 @@ def render_previews(
     lake_path = Path(lake)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     options = PreviewOptions(max_size=max_size, quality=quality, frames=frames)  # type: ignore[arg-type]
-    previews, errors = _on_pool(
-        lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
-    )
-    extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
-    for err in errors:
-        err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
-        err.update(file_size=None, content_hash=None)
-    frames_out = {
-        PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
-        INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
-    }
-    archived = 0
-    if transcode:
-        archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
-        frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
-        before, after = storage_saved(archives)
-        archived = sum(a["status"] == "archived" for a in archives)
-        get_run_logger().info(
-            "Batch %s: %d of %d images archived losslessly, %.1f MB -> %.1f MB",
-            outcome.batch_id, archived, len(archives), before / 1e6, after / 1e6,
+    with disk_full_reported(lake):  # previews and archive copies are written by the pool's workers
+        previews, errors = _on_pool(
+            lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
         )
-    rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
+        extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
+        for err in errors:
+            err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
+            err.update(file_size=None, content_hash=None)
+        frames_out = {
+            PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
+            INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
+        }
+        archived = 0
+        if transcode:
+            archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
+            frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
+            before, after = storage_saved(archives)
+            archived = sum(a["status"] == "archived" for a in archives)
+            get_run_logger().info(
+                "Batch %s: %d of %d images archived losslessly, %.1f MB -> %.1f MB",
+                outcome.batch_id, archived, len(archives), before / 1e6, after / 1e6,
+            )
+        rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
     counts = {"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]}
     if transcode:
         counts["archived"] = archived
@@ -341,7 +356,8 @@ def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
     from tasks.warehouse import deid_database
 
     table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
-    rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
+    with disk_full_reported(Path(warehouse).parent):
+        rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
     get_run_logger().info("Pseudonym map: %d identifiers", rows)
     return rows
 

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from tasks.deid import pseudonym
 from tasks.errors import Reason
 from tasks.extract import quiet_pydicom
+from tasks.files import writing
 from tasks.pixels import display_frame, frame_count, middle_frame, robust_to_uint8, window_to_uint8
 
 __all__ = [
@@ -146,12 +147,8 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
-    path = lake / key
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(preview.jpeg)
-    tmp.replace(path)
+    with writing(lake / key) as tmp:
+        tmp.write_bytes(preview.jpeg)
 
 
 def render_file(

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tasks.errors import SourceError
+from tasks.files import is_temporary, writing
 
 RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
@@ -45,23 +46,13 @@ class ObjectInfo:
     last_modified: datetime | None = field(default=None, compare=False)
 
 
-def temporary_name(name: str) -> str:
-    """The temporary name a file is written under before it is renamed to ``name``."""
-    return f".{name}.partial"
-
-
-def is_temporary(name: str) -> bool:
-    """Whether a file name is one of our temporaries (``.<name>.partial``)."""
-    return name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial")
-
-
 def list_local_objects(root: Path) -> list[ObjectInfo]:
     """Every regular file below ``root``, sorted by key.
 
     Nothing is skipped silently: hidden files and folders (``.name``) are listed like
     any other, so a DICOM named ``.x.dcm`` is ingested and OS litter (``.DS_Store``) is
     quarantined once with a reason (``not_dicom``) and recorded in the manifest. The one
-    exception is our own temporary name, ``.<name>.partial`` (see :func:`is_temporary`):
+    exception is our own temporary name, ``.<name>.partial`` (``tasks.files.is_temporary``):
     a copy in progress, or one a killed run left, in a folder this project writes (a
     lake's raw zone used as a source); the whole file is listed under its real name once
     the write completes, and ``sweep_partials`` removes leftovers. Symbolic links are
@@ -125,10 +116,8 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
             s, d = src.stat(), dst.stat()
             if s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
                 continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(temporary_name(dst.name))
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+        with writing(dst) as tmp:
+            shutil.copy2(src, tmp)
     return out
 
 
