@@ -17,6 +17,10 @@ class WarehouseError(DicomEtlError):
     """The warehouse build (dbt) failed."""
 
 
+class SnowflakeUnreachable(WarehouseError):
+    """Snowflake could not be reached, or the connection was lost (worth another try)."""
+
+
 class DiskFullError(DicomEtlError):
     """A folder the pipeline writes to (the lake, the scratch folder) is on a full disk."""
 

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.entities import INGEST_ERRORS, PREVIEWS
-from tasks.errors import CompressionError, DicomEtlError
+from tasks.errors import CompressionError, DicomEtlError, SnowflakeUnreachable
 from tasks.extract import Lineage, SourceFile, extract_batch
 from tasks.files import disk_full_reported, is_disk_full
 from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
@@ -38,17 +38,23 @@ from tasks.storage import RAW_ZONE, ObjectInfo, copy_local_objects, list_local_o
 from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
 
 
-def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
-    """Retry transient I/O failures only, never a project error (bad input or settings) nor a full disk."""
+def _failure(state) -> BaseException | None:  # noqa: ANN001 - a Prefect State
+    """The exception a failed task run raised (``None`` if it raised none)."""
     try:
         state.result()
-    except DicomEtlError:
-        return False
-    except OSError as exc:  # TimeoutError and ConnectionError included
-        return not is_disk_full(exc)
-    except Exception:
-        return False
-    return False
+    except Exception as exc:  # noqa: BLE001 - handed to the retry conditions below
+        return exc
+    return None
+
+
+def _is_io_blip(exc: BaseException | None) -> bool:
+    """An OS-level I/O failure (TimeoutError, ConnectionError...) that is not ours nor a full disk."""
+    return isinstance(exc, OSError) and not isinstance(exc, DicomEtlError) and not is_disk_full(exc)
+
+
+def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry transient I/O failures only, never a project error (bad input or settings) nor a full disk."""
+    return _is_io_blip(_failure(state))
 
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_io}
@@ -66,17 +72,21 @@ class BatchOutcome:
 
 def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
     """Retry S3 throttling, 5xx, timeouts and resets only; never a missing object, a denial or bad input."""
-    try:
-        state.result()
-    except DicomEtlError:
-        return False
-    except Exception as exc:
-        return is_transient(exc)
-    return False
+    exc = _failure(state)
+    return exc is not None and not isinstance(exc, DicomEtlError) and is_transient(exc)
+
+
+def retry_on_snowflake(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry a lost Snowflake connection (and local I/O blips); never a SQL error or a rejected file."""
+    exc = _failure(state)
+    return isinstance(exc, SnowflakeUnreachable) or _is_io_blip(exc)
 
 
 #: botocore already retries each request (standard mode, 3 attempts); these are whole-task tries on top.
 S3_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_transient}
+#: The connector already retries each request for up to ``network_timeout``; a task retry adds a
+#: new session (a fresh login) after one was lost, twice at most.
+SNOWFLAKE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_snowflake}
 
 
 @task(name="list-source", **S3_RETRIES)
@@ -362,18 +372,15 @@ def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
     return rows
 
 
-@task(name="load-snowflake", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="load-snowflake", cache_policy=NO_CACHE, **SNOWFLAKE_RETRIES)
 def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict) -> dict[str, int]:  # noqa: ANN001 - a SnowflakeConnector block
     """Load the lake's raw tables and the pseudonym map into Snowflake (PUT + COPY INTO)."""
     from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules
-    from tasks.snowflake import load_raw_tables, write_pseudonyms_snowflake
+    from tasks.snowflake import load_raw_tables, snowflake_session, write_pseudonyms_snowflake
 
-    connection = connector.get_connection(**connect_kwargs)
-    try:
+    table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
+    with snowflake_session(connector, connect_kwargs) as connection:
         loaded = load_raw_tables(connection, Path(lake))
-        table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
         loaded["deid_pseudonyms"] = write_pseudonyms_snowflake(connection, table)
-    finally:
-        connection.close()
     get_run_logger().info("Loaded into Snowflake: %s", loaded)
     return loaded

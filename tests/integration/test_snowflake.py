@@ -115,3 +115,75 @@ def test_no_phi_in_snowflake_processed_tables(snowflake_built, fakesnow_server, 
             cur = con.cursor().execute(f"select * from processed.{table}")
             hits += find_phi(phi, table, [d[0].lower() for d in cur.description], cur.fetchall(), typed_dates=False)
     assert not hits
+
+
+@pytest.fixture(scope="module")
+def snowflake_proxy(prefect_server, fakesnow_server):
+    """A TCP proxy in front of fakesnow, and blocks that reach Snowflake through it (database DICOM_FAULTS)."""
+    from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
+
+    from blocks.settings import DicomPipelineSettings
+    from tests.integration.fault_proxy import TcpFaultProxy
+
+    _query(fakesnow_server, "create database if not exists DICOM_FAULTS")
+    credentials = SnowflakeCredentials(
+        account=fakesnow_server["account"], user=fakesnow_server["user"], password=fakesnow_server["password"]
+    )
+    SnowflakeConnector(credentials=credentials, database="DICOM_FAULTS", warehouse="COMPUTE_WH", schema="PUBLIC").save(
+        "test-fakesnow-faults", overwrite=True
+    )
+    with TcpFaultProxy((fakesnow_server["host"], fakesnow_server["port"])) as proxy:
+        yield proxy, {
+            "snowflake_connector_block": "test-fakesnow-faults",
+            "snowflake_host": fakesnow_server["host"],
+            "snowflake_port": proxy.port,
+            "snowflake_protocol": fakesnow_server["protocol"],
+            "snowflake_network_timeout": 4,  # seconds the connector retries a statement by itself
+        }
+
+
+def _faulty_build(snowflake_lake, settings: dict, name: str):  # noqa: ANN202 - a Prefect State
+    from blocks.settings import DicomPipelineSettings
+    from flows.warehouse import build_warehouse
+
+    DicomPipelineSettings(
+        environment="dev", lake=str(snowflake_lake["lake"]), dbt_target="snowflake", deid_secret=SECRET, **settings
+    ).save(name, overwrite=True)
+    return build_warehouse(settings_block=name, return_state=True)
+
+
+def _load_runs(state) -> list:  # noqa: ANN001 - the flow run's load-snowflake task runs
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return [r for r in runs if r.name.startswith("load-snowflake")]
+
+
+def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_built, snowflake_proxy, snowflake_lake):
+    """Snowflake unreachable for longer than the connector retries, mid-load: the task reconnects, same rows."""
+    proxy, settings = snowflake_proxy
+    # from the load's first statements on (the login is ~1 kB): longer than the connector retries a
+    # statement (network_timeout 4 s), shorter than the task's retries; a PUT's uploads retry for ~30 s
+    proxy.outage(6, after_bytes=1_500)
+    state = _faulty_build(snowflake_lake, settings, "test-snowflake-blip")
+    proxy.clear()
+    assert state.is_completed(), state.message
+    assert proxy.resets > 0
+    [load] = _load_runs(state)
+    assert load.run_count >= 2  # the connector gave up on the statement; the task retry got it done
+    assert state.result() == snowflake_built["first"]  # the same processed rows as an undisturbed build
+
+
+def test_snowflake_gone_for_good_fails_the_run_with_what_to_check(snowflake_proxy, snowflake_lake):
+    proxy, settings = snowflake_proxy
+    proxy.down()
+    try:
+        state = _faulty_build(snowflake_lake, settings, "test-snowflake-down")
+    finally:
+        proxy.clear()
+    assert state.is_failed()
+    assert "Snowflake" in state.message and "Check" in state.message and "test-fakesnow-faults" in state.message, state.message
+    [load] = _load_runs(state)
+    assert load.run_count == 3  # retried, but boundedly
