@@ -21,6 +21,10 @@ class SnowflakeUnreachable(WarehouseError):
     """Snowflake could not be reached, or the connection was lost (worth another try)."""
 
 
+class OrchestrationError(DicomEtlError):
+    """The Prefect API stopped answering and its client gave up: the run could not go on."""
+
+
 class DiskFullError(DicomEtlError):
     """A folder the pipeline writes to (the lake, the scratch folder) is on a full disk."""
 

@@ -8,14 +8,20 @@ connections for a while.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import polars as pl
 import pytest
 from PIL import Image
 
+from tests.integration.fault_proxy import TcpFaultProxy
+
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _disk_usage(root: Path) -> int:
@@ -89,3 +95,75 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_with_space_completes(
     assert again["files"] == len(_lake_rows(clean)) - len(recorded)
     assert _lake_rows(lake).equals(_lake_rows(clean))  # the same rows, none doubled
     assert set(read_local_manifest(lake)["key"]) == set(_lake_rows(clean)["source_key"])
+
+
+# --- the Prefect API drops out mid-run ----------------------------------------------------
+# An ingest of the synthetic set sends ~37 kB to the API; the outages start after 15 kB.
+
+
+@pytest.fixture
+def api_proxy(prefect_server):
+    """A TCP proxy in front of the session's Prefect server, and the API URL through it."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = urlparse(PREFECT_API_URL.value())
+    with TcpFaultProxy((api.hostname, api.port)) as proxy:
+        yield proxy, f"{proxy.url}{api.path}"
+
+
+def _ingest(api_url: str, source: Path, lake: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m flows ingest`` in its own process, reporting to ``api_url``."""
+    cmd = [sys.executable, "-m", "flows", "ingest", "--source", str(source), "--lake", str(lake),
+           "--batch-size", "6", "--no-dbt"]
+    env = {**os.environ, "PREFECT_API_URL": api_url, "DICOM_ETL_DEID_SECRET": "api-secret", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _complete_lake(lake: Path, source: Path) -> None:
+    """Every source file once in images and in the manifest, each preview whole."""
+    from tasks.manifest import read_local_manifest
+
+    keys = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
+    images = _lake_rows(lake)["source_key"]
+    assert images.n_unique() == images.len() and set(images) == keys  # nothing lost, nothing doubled
+    assert set(read_local_manifest(lake)["key"]) == keys
+    previews = pl.read_parquet(lake / "tables" / "previews" / "**" / "*.parquet")
+    assert previews["SOPInstanceUID"].n_unique() == previews.height == len(keys)
+    assert not [p for p in lake.rglob("*") if p.name.endswith(".partial")]
+
+
+def _latest_flow_run():  # noqa: ANN202 - a FlowRun and the states of its task runs
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return run, {t.state_name for t in tasks}
+
+
+def test_a_prefect_api_blip_mid_run_is_absorbed_by_the_client(api_proxy, synthetic_dir, tmp_path):
+    """3 s of reset connections: Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES, 2-4-8... s) carry the run."""
+    proxy, api_url = api_proxy
+    proxy.outage(3, after_bytes=15_000)
+    run = _ingest(api_url, synthetic_dir, tmp_path / "lake")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert proxy.resets > 0
+    _complete_lake(tmp_path / "lake", synthetic_dir)
+    flow_run, task_states = _latest_flow_run()
+    assert flow_run.state_name == "Completed" and task_states == {"Completed"}  # the UI tells the truth too
+
+
+def test_when_the_prefect_client_gives_up_the_run_fails_loudly_and_a_rerun_completes(api_proxy, synthetic_dir, tmp_path):
+    """A client that does not retry (PREFECT_CLIENT_MAX_RETRIES=0) stands in for an outage longer than its retries."""
+    proxy, api_url = api_proxy
+    proxy.outage(30, after_bytes=15_000)
+    failed = _ingest(api_url, synthetic_dir, tmp_path / "lake", PREFECT_CLIENT_MAX_RETRIES="0")
+    proxy.clear()
+    assert failed.returncode != 0
+    [error] = [line for line in failed.stderr.splitlines() if line.startswith("error: ")] or [failed.stderr[-3000:]]
+    assert error.startswith("error: lost the Prefect API") and api_url in error and "run the same command again" in error, error
+    again = _ingest(api_url, synthetic_dir, tmp_path / "lake")
+    assert again.returncode == 0, again.stderr[-3000:]
+    _complete_lake(tmp_path / "lake", synthetic_dir)
