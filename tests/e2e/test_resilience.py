@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.fault_proxy import TcpFaultProxy
+from tests.runs import latest_flow_run, task_runs
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,14 +49,6 @@ def _lake_rows(lake: Path) -> pl.DataFrame:
     return pl.read_parquet(lake / "tables" / "images" / "**" / "*.parquet").select("source_key", "SOPInstanceUID").sort("source_key")
 
 
-def _task_runs(flow_run_id) -> list:  # noqa: ANN001 - a UUID
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-
 def test_a_full_disk_fails_the_run_clearly_and_a_rerun_with_space_completes(
     prefect_server, synthetic_dir, small_disk, tmp_path, monkeypatch
 ):
@@ -73,7 +66,7 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_with_space_completes(
     state = ingest_dicom(lake=str(lake), **args, return_state=True)
     assert state.is_failed()
     assert "disk is full" in state.message and str(lake) in state.message, state.message
-    failed = [t for t in _task_runs(state.state_details.flow_run_id) if t.state and t.state.is_failed()]
+    failed = [t for t in task_runs(state.state_details.flow_run_id) if t.state and t.state.is_failed()]
     assert failed and all(t.run_count == 1 for t in failed)  # a full disk is not retried with backoff
     # nothing half-written: no temporaries left, every file under a real name is whole
     assert not [p for p in lake.rglob("*") if p.name.endswith(".partial")]
@@ -132,17 +125,6 @@ def _complete_lake(lake: Path, source: Path) -> None:
     assert not [p for p in lake.rglob("*") if p.name.endswith(".partial")]
 
 
-def _latest_flow_run():  # noqa: ANN202 - a FlowRun and the states of its task runs
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        [run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-    return run, {t.state_name for t in tasks}
-
-
 def test_a_prefect_api_blip_mid_run_is_absorbed_by_the_client(api_proxy, synthetic_dir, tmp_path):
     """3 s of reset connections: Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES, 2-4-8... s) carry the run."""
     proxy, api_url = api_proxy
@@ -151,8 +133,9 @@ def test_a_prefect_api_blip_mid_run_is_absorbed_by_the_client(api_proxy, synthet
     assert run.returncode == 0, run.stderr[-3000:]
     assert proxy.resets > 0
     _complete_lake(tmp_path / "lake", synthetic_dir)
-    flow_run, task_states = _latest_flow_run()
-    assert flow_run.state_name == "Completed" and task_states == {"Completed"}  # the UI tells the truth too
+    flow_run = latest_flow_run()
+    assert flow_run.state_name == "Completed"
+    assert {t.state_name for t in task_runs(flow_run.id)} == {"Completed"}  # the UI tells the truth too
 
 
 def test_when_the_prefect_client_gives_up_the_run_fails_loudly_and_a_rerun_completes(api_proxy, synthetic_dir, tmp_path):

@@ -175,12 +175,7 @@ class TcpFaultProxy:
         with self.lock:
             self.resets += 1
         for sock in socks:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            _close(sock, reset=True)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -223,11 +218,7 @@ class TcpFaultProxy:
             self._pairs.discard(pair)
         if live:  # one side closed normally: close the other
             for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+                _close(sock)
 
     def __enter__(self) -> TcpFaultProxy:
         self.thread.start()
@@ -241,4 +232,16 @@ class TcpFaultProxy:
             pairs, self._pairs = self._pairs, set()
         for pair in pairs:
             for sock in pair:
-                sock.close()
+                _close(sock)
+
+
+def _close(sock: socket.socket, *, reset: bool = False) -> None:
+    """Close a socket, waking a thread blocked on it; ``reset`` sends RST instead of FIN."""
+    try:
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # SHUT_RD wakes a blocked recv() and sends nothing, so close() answers with RST alone
+        sock.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
