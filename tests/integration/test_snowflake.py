@@ -51,13 +51,14 @@ def _save_blocks(server: dict, lake: Path, *, name: str, database: str, **snowfl
 
     from blocks.settings import DicomPipelineSettings
 
+    connector = f"fakesnow-{database.lower().replace('_', '-')}"
     credentials = SnowflakeCredentials(account=server["account"], user=server["user"], password=server["password"])
     SnowflakeConnector(credentials=credentials, database=database, warehouse="COMPUTE_WH", schema="PUBLIC").save(
-        f"fakesnow-{database.lower()}", overwrite=True
+        connector, overwrite=True
     )
     DicomPipelineSettings(
         environment="dev", lake=str(lake), dbt_target="snowflake", deid_secret=SECRET,
-        snowflake_connector_block=f"fakesnow-{database.lower()}", snowflake_host=server["host"],
+        snowflake_connector_block=connector, snowflake_host=server["host"],
         snowflake_port=server["port"], snowflake_protocol=server["protocol"], **snowflake,
     ).save(name, overwrite=True)
 
@@ -162,6 +163,6 @@ def test_snowflake_gone_for_good_fails_the_run_with_what_to_check(snowflake_prox
     finally:
         proxy.clear()
     assert state.is_failed()
-    assert "Snowflake" in state.message and "Check" in state.message and "fakesnow-dicom_faults" in state.message, state.message
+    assert "Snowflake" in state.message and "Check" in state.message and "fakesnow-dicom-faults" in state.message, state.message
     [load] = _load_runs(state)
     assert load.run_count == 3  # retried, but boundedly
