@@ -17,6 +17,7 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from tasks.snowflake import NETWORK_TIMEOUT
 from tasks.storage_s3 import S3Access
 
 DEFAULT_DATA_DIR = Path("data")
@@ -55,6 +56,12 @@ class DicomPipelineSettings(Block):
     snowflake_host: str | None = Field(default=None, description="Snowflake host; only for a non-standard endpoint.")
     snowflake_port: int | None = Field(default=None, description="Snowflake port; only for a non-standard endpoint.")
     snowflake_protocol: str | None = Field(default=None, description="https (default) or http (fakesnow).")
+    snowflake_network_timeout: int = Field(
+        default=NETWORK_TIMEOUT,
+        ge=1,
+        description="Seconds a Snowflake statement may take, the connector's retries included; "
+        "a longer outage fails the load, which is then retried twice with a new session.",
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -105,20 +107,44 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
     flow = ingest_dicom
     if args.dask_address:
         flow = ingest_dicom.with_options(task_runner=batch_task_runner(args.dask_address))
-    summary = flow(
-        source=source,
-        lake=lake,
-        warehouse=warehouse,
-        batch_size=args.batch_size,
-        previews=not args.no_previews,
-        run_dbt=not args.no_dbt,
-        settings_block=args.settings_block,
-        compression=args.compression,
-        transcode=args.transcode,
-        **_incremental_options(args),
-    )
+    with reporting_api_loss(api):
+        summary = flow(
+            source=source,
+            lake=lake,
+            warehouse=warehouse,
+            batch_size=args.batch_size,
+            previews=not args.no_previews,
+            run_dbt=not args.no_dbt,
+            settings_block=args.settings_block,
+            compression=args.compression,
+            transcode=args.transcode,
+            **_incremental_options(args),
+        )
     print_summary(summary, api)
     return 0
+
+
+@contextmanager
+def reporting_api_loss(api: str) -> Iterator[None]:
+    """Say in plain words that the Prefect API was lost, instead of an httpx traceback.
+
+    Prefect's client retries a request itself (``PREFECT_CLIENT_MAX_RETRIES``, 5 by default,
+    backing off 2, 4, 8... s), so a short outage costs a pause; this is the longer one.
+    """
+    import httpx
+
+    from tasks.errors import OrchestrationError
+
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        msg = (
+            f"lost the Prefect API at {api} ({type(exc).__name__}: {exc}) and its client gave up retrying "
+            "(PREFECT_CLIENT_MAX_RETRIES). The run may still show as Running in the UI. Check that the server "
+            "is up and reachable, then run the same command again: batches already in the manifest are not "
+            "redone, the others start over, nothing is doubled"
+        )
+        raise OrchestrationError(msg) from exc
 
 
 def _incremental_options(args: argparse.Namespace) -> dict:
@@ -137,10 +163,11 @@ def _incremental_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
-    use_prefect_server()
+    api = use_prefect_server()
     from flows.warehouse import build_warehouse
 
-    counts = build_warehouse(lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block)
+    with reporting_api_loss(api):
+        counts = build_warehouse(lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block)
     for table, n in sorted(counts.items()):
         print(f"processed.{table:<18} {n}")
     return 0

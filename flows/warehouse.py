@@ -13,6 +13,7 @@ from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 from blocks.settings import DicomPipelineSettings, resolve_config, temporary_environment
 from tasks.errors import WarehouseError
 from tasks.prefect_tasks import load_snowflake, write_pseudonym_map
+from tasks.snowflake import snowflake_session
 from tasks.warehouse import (
     DBT_PROJECT_DIR,
     PROFILE_SNOWFLAKE_BLOCK,
@@ -47,6 +48,7 @@ def _snowflake_settings(settings_block: str | None) -> dict[str, Any]:
                 "host": getattr(block, "snowflake_host", None),
                 "port": getattr(block, "snowflake_port", None),
                 "protocol": getattr(block, "snowflake_protocol", None),
+                "network_timeout": getattr(block, "snowflake_network_timeout", None),
             }.items()
             if v
         },
@@ -101,10 +103,7 @@ def build_warehouse(
     if connector is None:
         counts = count_rows(Path(config.warehouse))
     else:
-        connection = connector.get_connection(**snowflake["connect"])
-        try:
+        with snowflake_session(connector, snowflake["connect"]) as connection:
             counts = count_rows_snowflake(connection)
-        finally:
-            connection.close()
     get_run_logger().info("Warehouse built: %s", counts)
     return counts

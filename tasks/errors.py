@@ -17,6 +17,18 @@ class WarehouseError(DicomEtlError):
     """The warehouse build (dbt) failed."""
 
 
+class SnowflakeUnreachable(WarehouseError):
+    """Snowflake could not be reached, or the connection was lost (worth another try)."""
+
+
+class OrchestrationError(DicomEtlError):
+    """The Prefect API stopped answering and its client gave up: the run could not go on."""
+
+
+class DiskFullError(DicomEtlError):
+    """A folder the pipeline writes to (the lake, the scratch folder) is on a full disk."""
+
+
 class CompressionError(DicomEtlError):
     """A remote compression run (the compress-dicom deployment) did not complete."""
 

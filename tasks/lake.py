@@ -11,7 +11,6 @@ Layout of a local lake::
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from datetime import date
@@ -20,15 +19,14 @@ from pathlib import Path
 import polars as pl
 
 from tasks.entities import ALL_TABLES
+from tasks.files import is_temporary, writing
 from tasks.storage import QUARANTINE_ZONE, TABLES_ZONE
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
     """Write a frame to ``path`` through a temporary name, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
-    os.replace(tmp, path)
+    with writing(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
     return path
 
 
@@ -70,11 +68,11 @@ def quarantine_copy(lake: Path, src: Path, key: str, reason: str) -> str:
     """Copy a rejected file to ``quarantine/<reason>/<key>``; return the quarantine key."""
     qkey = f"{QUARANTINE_ZONE}/{reason}/{key}"
     dst = lake / qkey
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if src.exists():
-        tmp = dst.with_name(f".{dst.name}.partial")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+        with writing(dst) as tmp:
+            shutil.copy2(src, tmp)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
     return qkey
 
 
@@ -87,6 +85,7 @@ def sweep_partials(lake: Path) -> int:
     removed = 0
     if lake.is_dir():
         for path in lake.rglob(".*.partial"):
-            path.unlink(missing_ok=True)
-            removed += 1
+            if is_temporary(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed

@@ -1,7 +1,9 @@
 """Thin Prefect ``@task`` wrappers around the pure functions: retries, names, logging.
 
 Retries apply to I/O only: ``retry_on_io`` refuses to retry a project error (a bad
-input, a missing folder), so a corrupt file is never retried.
+input, a missing folder), so a corrupt file is never retried, nor a full disk: it does
+not free itself within the backoff, so every task that writes local files reports it at
+once as a ``DiskFullError`` naming the folder (``tasks.files.disk_full_reported``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.entities import INGEST_ERRORS, PREVIEWS
-from tasks.errors import CompressionError, DicomEtlError
+from tasks.errors import CompressionError, DicomEtlError, SnowflakeUnreachable
 from tasks.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extract_batch
+from tasks.files import disk_full_reported, is_disk_full
 from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
 from tasks.manifest import processed_versions, read_local_manifest
 from tasks.preview import PreviewOptions, make_process_pool, render_batch
@@ -35,17 +38,23 @@ from tasks.storage import ObjectInfo, list_local_objects
 from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
 
 
-def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
-    """Retry transient I/O failures only, never a project error (bad input or settings)."""
+def _failure(state) -> BaseException | None:  # noqa: ANN001 - a Prefect State
+    """The exception a failed task run raised (``None`` if it raised none)."""
     try:
         state.result()
-    except DicomEtlError:
-        return False
-    except (OSError, TimeoutError, ConnectionError):
-        return True
-    except Exception:
-        return False
-    return False
+    except Exception as exc:  # noqa: BLE001 - handed to the retry conditions below
+        return exc
+    return None
+
+
+def _is_io_blip(exc: BaseException | None) -> bool:
+    """An OS-level I/O failure (TimeoutError, ConnectionError...) that is not ours nor a full disk."""
+    return isinstance(exc, OSError) and not isinstance(exc, DicomEtlError) and not is_disk_full(exc)
+
+
+def retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry transient I/O failures only, never a project error (bad input or settings) nor a full disk."""
+    return _is_io_blip(_failure(state))
 
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_io}
@@ -63,17 +72,21 @@ class BatchOutcome:
 
 def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
     """Retry S3 throttling, 5xx, timeouts and resets only; never a missing object, a denial or bad input."""
-    try:
-        state.result()
-    except DicomEtlError:
-        return False
-    except Exception as exc:
-        return is_transient(exc)
-    return False
+    exc = _failure(state)
+    return exc is not None and not isinstance(exc, DicomEtlError) and is_transient(exc)
+
+
+def retry_on_snowflake(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry a lost Snowflake connection (and local I/O blips); never a SQL error or a rejected file."""
+    exc = _failure(state)
+    return isinstance(exc, SnowflakeUnreachable) or _is_io_blip(exc)
 
 
 #: botocore already retries each request (standard mode, 3 attempts); these are whole-task tries on top.
 S3_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_transient}
+#: The connector already retries each request for up to ``network_timeout``; a task retry adds a
+#: new session (a fresh login) after one was lost, twice at most.
+SNOWFLAKE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_snowflake}
 
 
 @task(name="list-source", **S3_RETRIES)
@@ -97,10 +110,11 @@ def read_manifest(lake: str, *, access: S3Access | None = None) -> set[tuple[str
 @task(name="prepare-lake", **S3_RETRIES)
 def prepare_lake(lake: str, scratch: str, *, access: S3Access | None = None) -> None:
     """Give every raw table a 0-row schema file in the lake (local or S3)."""
-    if is_s3_url(lake):
-        prepare_s3_lake(lake, scratch=Path(scratch), access=access or S3Access())
-    else:
-        ensure_table_schemas(Path(lake))
+    with disk_full_reported(scratch, lake):
+        if is_s3_url(lake):
+            prepare_s3_lake(lake, scratch=Path(scratch), access=access or S3Access())
+        else:
+            ensure_table_schemas(Path(lake))
 
 
 @task(name="stage-batch", **S3_RETRIES)
@@ -109,9 +123,10 @@ def stage_to_scratch(
     access: S3Access | None, ingested_at: datetime,
 ) -> StagedBatch:
     """Copy a batch to the raw zone (server-side on S3), download it, expand its ZIPs."""
-    staged = stage_batch(
-        source, lake, objects, batch_id=batch_id, scratch=Path(scratch), access=access or S3Access(), ingested_at=ingested_at
-    )
+    with disk_full_reported(scratch, lake):
+        staged = stage_batch(
+            source, lake, objects, batch_id=batch_id, scratch=Path(scratch), access=access or S3Access(), ingested_at=ingested_at
+        )
     get_run_logger().info(
         "Batch %s: %d objects -> %d files to extract, %d rejected before extraction",
         batch_id, len(objects), len(staged.files), len(staged.errors),
@@ -126,10 +141,11 @@ def publish_to_lake(
 ) -> BatchOutcome:
     """Upload a batch's tables, previews and quarantine copies (S3 lake) and record it in the manifest."""
     quarantined = [e["source_key"] for o in outcomes for e in o.errors if e["reason"] != "pixel_decode"]
-    recorded = publish_batch(
-        lake, staged, objects, quarantined=quarantined, scratch=Path(scratch), access=access or S3Access(),
-        processed_at=processed_at,
-    )
+    with disk_full_reported(scratch, lake):
+        recorded = publish_batch(
+            lake, staged, objects, quarantined=quarantined, scratch=Path(scratch), access=access or S3Access(),
+            processed_at=processed_at,
+        )
     return BatchOutcome(
         batch_id=staged.batch_id,
         rows={"manifest": recorded},
@@ -163,6 +179,20 @@ def extract_to_lake(
     secret: str | None = None,
 ) -> BatchOutcome:
     """Extract a batch into entity tables (and previews), quarantine rejected files, write Parquet."""
+    with disk_full_reported(lake):
+        return _extract(lake, batch_id, objects, raw_paths, ingested_at, workers, previews, secret)
+
+
+def _extract(
+    lake: str,
+    batch_id: str,
+    objects: Sequence[ObjectInfo],
+    raw_paths: Sequence[str],
+    ingested_at: datetime,
+    workers: int | None,
+    previews: PreviewOptions | None,
+    secret: str | None,
+) -> BatchOutcome:
     lineage = Lineage(batch_id, ingested_at)
     files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
     lake_path = Path(lake)
@@ -264,28 +294,29 @@ def render_previews(
     lake_path = Path(lake)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     options = PreviewOptions(max_size=max_size, quality=quality, frames=frames)  # type: ignore[arg-type]
-    previews, errors = _on_pool(
-        lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
-    )
-    extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
-    for err in errors:
-        err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
-        err.update(file_size=None, content_hash=None)
-    frames_out = {
-        PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
-        INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
-    }
-    archived = 0
-    if transcode:
-        archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
-        frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
-        before, after = storage_saved(archives)
-        archived = sum(a["status"] == "archived" for a in archives)
-        get_run_logger().info(
-            "Batch %s: %d of %d images archived losslessly, %.1f MB -> %.1f MB",
-            outcome.batch_id, archived, len(archives), before / 1e6, after / 1e6,
+    with disk_full_reported(lake):  # previews and archive copies are written by the pool's workers
+        previews, errors = _on_pool(
+            lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
         )
-    rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
+        extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
+        for err in errors:
+            err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
+            err.update(file_size=None, content_hash=None)
+        frames_out = {
+            PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
+            INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
+        }
+        archived = 0
+        if transcode:
+            archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
+            frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
+            before, after = storage_saved(archives)
+            archived = sum(a["status"] == "archived" for a in archives)
+            get_run_logger().info(
+                "Batch %s: %d of %d images archived losslessly, %.1f MB -> %.1f MB",
+                outcome.batch_id, archived, len(archives), before / 1e6, after / 1e6,
+            )
+        rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
     counts = {"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]}
     if transcode:
         counts["archived"] = archived
@@ -358,23 +389,21 @@ def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
     from tasks.warehouse import deid_database
 
     table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
-    rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
+    with disk_full_reported(Path(warehouse).parent):
+        rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
     get_run_logger().info("Pseudonym map: %d identifiers", rows)
     return rows
 
 
-@task(name="load-snowflake", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="load-snowflake", cache_policy=NO_CACHE, **SNOWFLAKE_RETRIES)
 def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict) -> dict[str, int]:  # noqa: ANN001 - a SnowflakeConnector block
     """Load the lake's raw tables and the pseudonym map into Snowflake (PUT + COPY INTO)."""
     from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules
-    from tasks.snowflake import load_raw_tables, write_pseudonyms_snowflake
+    from tasks.snowflake import load_raw_tables, snowflake_session, write_pseudonyms_snowflake
 
-    connection = connector.get_connection(**connect_kwargs)
-    try:
+    table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
+    with snowflake_session(connector, connect_kwargs) as connection:
         loaded = load_raw_tables(connection, Path(lake))
-        table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
         loaded["deid_pseudonyms"] = write_pseudonyms_snowflake(connection, table)
-    finally:
-        connection.close()
     get_run_logger().info("Loaded into Snowflake: %s", loaded)
     return loaded

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from tasks.deid import pseudonym
 from tasks.errors import Reason
 from tasks import instance
+from tasks.files import writing
 from tasks.instance import quiet_pydicom
 from tasks.pixels import (
     display_frame,
@@ -155,14 +156,8 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
-    path = lake / key
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with writing(lake / key) as tmp:
         tmp.write_bytes(preview.jpeg)
-    except FileNotFoundError:  # the folder's first preview (cheaper than a check per file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(preview.jpeg)
-    tmp.replace(path)
 
 
 def render_file(

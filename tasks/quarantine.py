@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
+from tasks.lake import write_parquet_atomic
+from tasks.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
+from tasks.staging import read_s3_manifest
+from tasks.storage_s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url
+
 
 def read_errors(lake: str) -> pl.DataFrame:
-    """The lake's current ``ingest_errors``: latest row per source key and stage.
+    """The lake's unresolved ``ingest_errors``: latest row per source key and stage.
+
+    An error is resolved once its file has ``images`` rows ingested after it (requeued
+    after a fix and extracted), as in the dbt model ``stg_ingest_errors``.
 
     Parameters
     ----------
@@ -21,15 +34,65 @@ def read_errors(lake: str) -> pl.DataFrame:
         ``source_key, stage, reason, detail, quarantine_key, ingested_at``, sorted.
     """
     root = lake.rstrip("/")
-    sql = f"""
-        select source_key, stage, reason, detail, quarantine_key, ingested_at
-        from read_parquet('{root}/tables/ingest_errors/**/*.parquet', union_by_name = true)
-        qualify row_number() over (partition by source_key, stage order by ingested_at desc) = 1
-        order by reason, source_key
-    """
+    images = f"{root}/tables/images/**/*.parquet"
     with duckdb.connect() as con:
         if root.startswith("s3://"):
             import s3fs
 
             con.register_filesystem(s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False))
+        has_images = con.sql(f"select count(*) from glob('{images}')").fetchone()[0] > 0
+        later_images = (
+            f"select source_key, max(ingested_at) as ingested_at from read_parquet('{images}', union_by_name = true) group by 1"
+            if has_images
+            else "select null::varchar as source_key, null::timestamptz as ingested_at"
+        )
+        sql = f"""
+            with latest as (
+                select source_key, stage, reason, detail, quarantine_key, ingested_at
+                from read_parquet('{root}/tables/ingest_errors/**/*.parquet', union_by_name = true)
+                qualify row_number() over (partition by source_key, stage order by ingested_at desc) = 1
+            ),
+            later_images as ({later_images})
+            select latest.*
+            from latest
+            left join later_images on latest.source_key = later_images.source_key
+            where later_images.ingested_at is null or later_images.ingested_at <= latest.ingested_at
+            order by reason, source_key
+        """
         return con.sql(sql).pl()
+
+
+def requeue(lake: str, keys: Iterable[str], *, requeued_at: datetime, access: S3Access | None = None) -> int:
+    """Mark quarantined objects ``requeued`` in the lake's manifest, so the next ingest redoes them.
+
+    Parameters
+    ----------
+    lake : str
+        Lake root: a folder or ``s3://bucket/prefix``.
+    keys : iterable of str
+        Source keys (see :func:`tasks.manifest.requeue_frame`).
+    requeued_at : datetime
+        Stamped on the rows; also names the manifest file ``manifest/requeue-<time>.parquet``.
+    access : S3Access, optional
+        How to reach an S3 lake; boto3's standard resolution by default.
+
+    Returns
+    -------
+    int
+        Objects requeued (0 writes nothing).
+    """
+    key = f"{MANIFEST_ZONE}/requeue-{requeued_at:%Y%m%dT%H%M%S%f}.parquet"
+    if not is_s3_url(lake):
+        frame = requeue_frame(read_local_manifest(Path(lake)), keys, requeued_at=requeued_at)
+        if frame.height:
+            write_parquet_atomic(frame, Path(lake) / key)
+        return frame.height
+    access = access or S3Access()
+    frame = requeue_frame(read_s3_manifest(lake, access=access), keys, requeued_at=requeued_at)
+    if frame.height:
+        body = io.BytesIO()
+        frame.write_parquet(body, compression="zstd", statistics=True)
+        location = parse_s3_url(lake)
+        # one PUT: the object appears whole or not at all, never as half a manifest file
+        make_s3_client(access).put_object(Bucket=location.bucket, Key=location.key(key), Body=body.getvalue())
+    return frame.height

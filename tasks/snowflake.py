@@ -12,6 +12,8 @@ same against Snowflake and against fakesnow's server.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.entities import ALL_TABLES
-from tasks.errors import WarehouseError
+from tasks.errors import SnowflakeUnreachable, WarehouseError
 from tasks.storage import TABLES_ZONE
 
 RAW_SCHEMA = "RAW"
@@ -28,6 +30,85 @@ INTERNAL_SCHEMA = "INTERNAL"
 LAKE_STAGE = "LAKE_STAGE"
 DEID_STAGE = "DEID_STAGE"
 ROWS_LOADED = 3  # column of COPY INTO's result: file, status, rows_parsed, rows_loaded, ...
+#: Seconds one statement may take, the connector's own retries of its requests included. The
+#: connector's default is no limit: a lost network made a load retry forever instead of failing.
+NETWORK_TIMEOUT = 900
+#: snowflake-connector ``errno`` values that mean the connection failed, not the statement:
+#: could not connect (250001), connection closed (250002), request failed (250003), timeout (251011).
+CONNECTION_ERRNOS = frozenset({250001, 250002, 250003, 251011})
+UPLOAD_FAILED = 253003
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """Whether a snowflake-connector error means Snowflake was unreachable (worth another try).
+
+    Connection failures and the HTTP answers of an overloaded or restarting service are;
+    a SQL error, a rejected login or a TLS certificate problem is not.
+    """
+    from snowflake.connector import errors as sf
+
+    if isinstance(exc, (sf.NonRetryableTlsError, sf.RevocationCheckError)):
+        return False
+    overloaded = (
+        sf.InternalServerError, sf.ServiceUnavailableError, sf.GatewayTimeoutError, sf.BadGatewayError,
+        sf.RequestTimeoutError, sf.TooManyRequests, sf.OtherHTTPRetryableError, sf.RequestExceedMaxRetryError,
+    )
+    if isinstance(exc, overloaded):
+        return True
+    if not isinstance(exc, sf.OperationalError):
+        return False
+    code = getattr(exc, "errno", None)
+    # a PUT whose uploads failed on every one of the file transfer's own retries
+    return code in CONNECTION_ERRNOS or (code == UPLOAD_FAILED and "exceeding maximum retries" in str(exc))
+
+
+@contextmanager
+def reporting_connection_loss(where: str) -> Iterator[None]:
+    """Turn a lost Snowflake connection inside the block into :class:`SnowflakeUnreachable`.
+
+    Parameters
+    ----------
+    where : str
+        Which Snowflake, for the message (the connector block's name, the host).
+
+    Raises
+    ------
+    SnowflakeUnreachable
+        Naming Snowflake, ``where`` and what to check.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_connection_loss(exc):
+            raise
+        msg = (
+            f"could not reach Snowflake, or lost the connection to it ({where}): {exc}. Check that this worker reaches Snowflake "
+            "(network, proxy, firewall), the account and host in that SnowflakeConnector block, and Snowflake's "
+            "status page; then run build-warehouse again: files already loaded are skipped (COPY load history)"
+        )
+        raise SnowflakeUnreachable(msg) from exc
+
+
+@contextmanager
+def snowflake_session(connector: Any, connect_kwargs: dict[str, Any]) -> Iterator[Any]:
+    """An open connection of a prefect-snowflake ``SnowflakeConnector`` block, closed afterwards.
+
+    A lost connection, on connect or inside the block, raises :class:`SnowflakeUnreachable`
+    naming the block; closing is best effort (a lost session cannot be closed).
+    """
+    name = getattr(connector, "_block_document_name", None) or "unsaved"
+    host = connect_kwargs.get("host") or f"{connector.credentials.account}.snowflakecomputing.com"
+    where = f"SnowflakeConnector block {name!r}, host {host}"
+    kwargs = {"network_timeout": NETWORK_TIMEOUT, **connect_kwargs}
+    with reporting_connection_loss(where):
+        connection = connector.get_connection(**kwargs)
+        try:
+            yield connection
+        finally:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - the session is gone with the connection
+                pass
 
 
 def snowflake_type(dtype: pl.DataType) -> str:

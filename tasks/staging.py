@@ -26,6 +26,7 @@ import polars as pl
 from tasks.archive import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
 from tasks.entities import ALL_TABLES, INGEST_ERRORS
 from tasks.errors import FileRejected, Reason
+from tasks.files import writing
 from tasks.lake import quarantine_copy, write_parquet_atomic, write_tables
 from tasks.manifest import manifest_frame, manifest_key
 from tasks.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
@@ -122,9 +123,8 @@ def stage_batch(
         else:
             local, gone = download_s3_objects(client, src, safe, work / "download")
             for key, path in local.items():  # the raw zone of a local lake is the download kept
-                dst = Path(lake) / RAW_ZONE / key
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, dst)
+                with writing(Path(lake) / RAW_ZONE / key) as tmp:
+                    shutil.copyfile(path, tmp)
         failed.update(gone)
     else:
         root = Path(source)

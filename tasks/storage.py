@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tasks.errors import SourceError
+from tasks.files import is_temporary, writing
 
 RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
@@ -48,9 +49,15 @@ class ObjectInfo:
 def list_local_objects(root: Path) -> list[ObjectInfo]:
     """Every regular file below ``root``, sorted by key.
 
-    Hidden files and folders (``.name``) are skipped: they are editor and OS litter
-    (``.DS_Store``), never provider data. Symbolic links are listed (etag ``symlink-...``)
-    but never followed: staging rejects them with reason ``symlink``.
+    Nothing is skipped silently: hidden files and folders (``.name``) are listed like
+    any other, so a DICOM named ``.x.dcm`` is ingested and OS litter (``.DS_Store``) is
+    quarantined once with a reason (``not_dicom``) and recorded in the manifest. The one
+    exception is our own temporary name, ``.<name>.partial`` (``tasks.files.is_temporary``):
+    a copy in progress, or one a killed run left, in a folder this project writes (a
+    lake's raw zone used as a source); the whole file is listed under its real name once
+    the write completes, and ``sweep_partials`` removes leftovers. Symbolic links are
+    listed (etag ``symlink-...``) but never followed: staging rejects them with reason
+    ``symlink``.
 
     Parameters
     ----------
@@ -71,9 +78,9 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
         raise SourceError(msg)
     found: list[ObjectInfo] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames.sort()
         for name in filenames:
-            if name.startswith("."):
+            if is_temporary(name):
                 continue
             path = Path(dirpath, name)
             key = path.relative_to(root).as_posix()
@@ -110,7 +117,6 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
         One per object, in the order given.
     """
     out: list[RawCopy] = []
-    made: set[Path] = set()
     for obj in objects:
         src = root / obj.key
         dst = raw_dir / obj.key
@@ -122,13 +128,9 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
         if d is not None and s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
             out.append(RawCopy(dst, *_hashed_copy(dst, None)))
             continue
-        if dst.parent not in made:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            made.add(dst.parent)
-        tmp = dst.with_name(f".{dst.name}.partial")
-        digest, head = _hashed_copy(src, tmp)
-        os.utime(tmp, ns=(s.st_atime_ns, s.st_mtime_ns))  # the size+mtime check above relies on it
-        os.replace(tmp, dst)
+        with writing(dst) as tmp:
+            digest, head = _hashed_copy(src, tmp)
+            os.utime(tmp, ns=(s.st_atime_ns, s.st_mtime_ns))  # the size+mtime check above relies on it
         out.append(RawCopy(dst, digest, head))
     return out
 

@@ -181,8 +181,8 @@ def _source_error(exc: BaseException, what: str) -> SourceError:
 def list_s3_objects(client, location: S3Location, *, since: datetime | None = None) -> list[ObjectInfo]:  # noqa: ANN001
     """Every object under a prefix, sorted by key, keys relative to the prefix.
 
-    Folder markers (keys ending in ``/``) and hidden names (a path part starting with
-    ``.``) are skipped, as in local folders.
+    Folder markers (keys ending in ``/``) are skipped; hidden names (a path part
+    starting with ``.``) are listed, as in local folders: nothing is skipped silently.
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ def list_s3_objects(client, location: S3Location, *, since: datetime | None = No
         for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
             for item in page.get("Contents", []):
                 key = item["Key"][len(location.prefix) :]
-                if not key or key.endswith("/") or any(p.startswith(".") for p in key.split("/")):
+                if not key or key.endswith("/"):
                     continue
                 if since is not None and item["LastModified"] < since:
                     continue

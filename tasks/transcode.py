@@ -42,6 +42,7 @@ from pydicom.uid import (
 from tasks.deid import pseudonym
 from tasks.entities import LINEAGE_SCHEMA
 from tasks.extract import quiet_pydicom
+from tasks.files import writing
 from tasks.storage import ARCHIVE_ZONE
 
 ARCHIVES_TABLE = "archives"
@@ -175,11 +176,8 @@ def archive_file(lake: Path, path: Path, key: str, sop_uid: str, image_id: str) 
         row["detail"] = f"{type(exc).__name__}: {exc}"[:500]
         return row
     akey = archive_key(image_id)
-    dst = lake / akey
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    tmp.write_bytes(archived.data)
-    tmp.replace(dst)
+    with writing(lake / akey) as tmp:
+        tmp.write_bytes(archived.data)
     row.update(
         archive_key=akey,
         status="archived",

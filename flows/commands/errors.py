@@ -51,20 +51,13 @@ def run_errors(args: argparse.Namespace) -> int:
 
 def run_requeue(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
-    from pathlib import Path
 
-    from tasks.lake import write_parquet_atomic
-    from tasks.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
+    from tasks.quarantine import requeue
 
-    if "://" in args.lake:
-        print("error: requeue works on a local lake for now; for s3:// run ingest with --full-refresh")
-        return 2
     keys = args.key or list(_select(args.lake, args.reason)["source_key"])
-    now = datetime.now(UTC)
-    frame = requeue_frame(read_local_manifest(Path(args.lake)), keys, requeued_at=now)
-    if frame.is_empty():
+    requeued = requeue(args.lake, keys, requeued_at=datetime.now(UTC))
+    if not requeued:
         print("nothing to requeue: no quarantined object matches")
         return 0
-    write_parquet_atomic(frame, Path(args.lake) / MANIFEST_ZONE / f"requeue-{now:%Y%m%dT%H%M%S%f}.parquet")
-    print(f"requeued {frame.height} objects; the next `python -m flows ingest` processes them again")
+    print(f"requeued {requeued} objects; the next `python -m flows ingest` processes them again")
     return 0

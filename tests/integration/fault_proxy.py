@@ -1,8 +1,10 @@
-"""A small HTTP proxy in front of an S3 endpoint that fails requests on demand.
+"""Proxies that fail on demand, in front of a real local server.
 
-Faults: ``503`` (S3's ``SlowDown``), ``500`` (``InternalError``) or ``reset`` (the TCP
-connection is closed with RST before any response). ``fail_next(n)`` fails the next
-``n`` requests; ``fail_every(k)`` fails every k-th request until ``clear()``.
+``FaultProxy`` speaks HTTP (in front of S3): ``503`` (S3's ``SlowDown``), ``500``
+(``InternalError``) or ``reset`` (the TCP connection is closed with RST before any
+response). ``fail_next(n)`` fails the next ``n`` requests; ``fail_every(k)`` fails every
+k-th request until ``clear()``. ``TcpFaultProxy`` relays raw TCP (Snowflake, the Prefect
+API with its websockets) and resets every connection during an outage.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
@@ -114,3 +117,131 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class TcpFaultProxy:
+    """Relay TCP connections to ``upstream`` (host, port) byte for byte; reset them all during an outage.
+
+    Below HTTP, so it carries anything (HTTP keep-alive, websockets). ``outage(seconds)``
+    resets every open connection with RST and every connection made until the outage
+    ends; ``after_bytes`` delays its start until that many more bytes went upstream
+    (mid-conversation, not before it). ``down()`` is an outage with no end.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.sent = 0  # bytes client -> upstream
+        self.resets = 0  # connections reset
+        self._pending: tuple[int, float] | None = None  # (start at sent bytes, seconds)
+        self._until = 0.0
+        self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._closed = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def outage(self, seconds: float, *, after_bytes: int = 0) -> None:
+        with self.lock:
+            if after_bytes:
+                self._pending = (self.sent + after_bytes, seconds)
+                return
+        self._start(seconds)
+
+    def down(self) -> None:
+        self.outage(float("inf"))
+
+    def clear(self) -> None:
+        with self.lock:
+            self._until, self._pending = 0.0, None
+
+    @property
+    def is_down(self) -> bool:
+        return time.monotonic() < self._until
+
+    def _start(self, seconds: float) -> None:
+        with self.lock:
+            self._until = time.monotonic() + seconds
+            self._pending = None
+            pairs, self._pairs = self._pairs, set()
+        for pair in pairs:
+            self._reset(*pair)
+
+    def _reset(self, *socks: socket.socket) -> None:
+        with self.lock:
+            self.resets += 1
+        for sock in socks:
+            _close(sock, reset=True)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_down:
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                self._reset(client)
+                continue
+            pair = (client, upstream)
+            with self.lock:
+                self._pairs.add(pair)
+            threading.Thread(target=self._pump, args=(client, upstream, pair, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, pair, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, pair: tuple, upward: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                start = None
+                if upward:
+                    with self.lock:
+                        self.sent += len(data)
+                        if self._pending and self.sent >= self._pending[0]:
+                            start = self._pending[1]
+                if start is not None:
+                    self._start(start)  # this connection is reset with the others: the data never arrives
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        with self.lock:
+            live = pair in self._pairs
+            self._pairs.discard(pair)
+        if live:  # one side closed normally: close the other
+            for sock in pair:
+                _close(sock)
+
+    def __enter__(self) -> TcpFaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+        self.clear()
+        self.listener.close()
+        with self.lock:
+            pairs, self._pairs = self._pairs, set()
+        for pair in pairs:
+            for sock in pair:
+                _close(sock)
+
+
+def _close(sock: socket.socket, *, reset: bool = False) -> None:
+    """Close a socket, waking a thread blocked on it; ``reset`` sends RST instead of FIN."""
+    try:
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # SHUT_RD wakes a blocked recv() and sends nothing, so close() answers with RST alone
+        sock.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

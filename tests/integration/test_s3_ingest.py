@@ -148,3 +148,38 @@ def test_faults_cost_retries_not_data(prefect_server, moto_s3, s3_runs, tmp_path
     assert faulty["source_key"].n_unique() == faulty.height  # nothing duplicated
     assert set(faulty["source_key"]) == set(clean["source_key"])  # nothing lost
     assert summary["files"] == s3_runs["first"]["listed"] + 2 and again["files"] == 0
+
+
+def test_requeue_on_an_s3_lake_after_a_fix(prefect_server, moto_s3, s3, synthetic_dir, capsys):
+    """Quarantined in an S3 ingest, requeued with ``python -m flows requeue --lake s3://``, fixed, ingested."""
+    from flows.cli import main
+    from flows.ingest import ingest_dicom
+    from tasks.manifest import pending_objects, processed_versions
+    from tasks.staging import read_s3_manifest
+    from tasks.storage_s3 import S3Access, list_s3_objects, make_s3_client, parse_s3_url
+
+    good, fixed = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())[:2]
+    s3.create_bucket(Bucket="prov-requeue")
+    s3.create_bucket(Bucket="lake-requeue")
+    s3.put_object(Bucket="prov-requeue", Key="in/good.dcm", Body=good.read_bytes())
+    s3.put_object(Bucket="prov-requeue", Key="in/broken.dcm", Body=b"the provider sent the wrong file")
+    lake = "s3://lake-requeue/l"
+    args = {"source": "s3://prov-requeue/in", "lake": lake, "previews": False, "run_dbt": False}
+    first = ingest_dicom(**args)
+    assert first["rejected"] == {"not_dicom": 1}
+    assert main(["errors", "--lake", lake, "--keys"]) == 0 and "broken.dcm" in capsys.readouterr().out
+
+    assert main(["requeue", "--lake", lake, "--reason", "not_dicom"]) == 0
+    assert "requeued 1 objects" in capsys.readouterr().out
+    requeue_files = [k for k in _keys(s3, "lake-requeue", "l/manifest/") if "/requeue-" in k]
+    assert len(requeue_files) == 1 and requeue_files[0].endswith(".parquet")  # one object, no temporaries
+    listed = list_s3_objects(make_s3_client(S3Access()), parse_s3_url("s3://prov-requeue/in"))
+    manifest = read_s3_manifest(lake, access=S3Access())
+    assert [o.key for o in pending_objects(listed, processed_versions(manifest))] == ["broken.dcm"]
+
+    s3.put_object(Bucket="prov-requeue", Key="in/broken.dcm", Body=fixed.read_bytes())  # the fix
+    second = ingest_dicom(**args)
+    assert second["files"] == 1 and not second["rejected"]
+    assert sorted(_table(s3, "lake-requeue", "l/", "images")["source_key"]) == ["broken.dcm", "good.dcm"]
+    assert main(["errors", "--lake", lake]) == 0
+    assert "no quarantined files" in capsys.readouterr().out  # resolved: extracted after its error

@@ -33,7 +33,7 @@ def test_list_copy_download_round_trip_odd_keys(provider, s3, tmp_path):
     client = make_s3_client(S3Access())
     src, raw = parse_s3_url("s3://prov-storage/in"), parse_s3_url("s3://lake-storage/raw")
     objects = list_s3_objects(client, src)
-    assert [o.key for o in objects] == sorted(["a b.dcm", "é/ü+1.dcm", "x+y/z%20w"])
+    assert [o.key for o in objects] == sorted([".hidden", "a b.dcm", "é/ü+1.dcm", "x+y/z%20w"])  # hidden too
     assert copy_s3_objects(client, src, raw, objects) == {}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="lake-storage")["Contents"]}
     assert keys == {f"raw/{o.key}" for o in objects}
@@ -41,7 +41,7 @@ def test_list_copy_download_round_trip_odd_keys(provider, s3, tmp_path):
     copy_s3_objects(client, src, raw, objects)  # current copies are skipped
     assert s3.head_object(Bucket="lake-storage", Key="raw/a b.dcm")["LastModified"] == before
     paths, failed = download_s3_objects(client, raw, objects, tmp_path)
-    assert not failed and {p.read_bytes() for p in paths.values()} == {b"x", b"xx", b"xxx"}
+    assert not failed and {p.read_bytes() for p in paths.values()} == {b"x", b"xx", b"xxx", b"xxxx"}
 
 
 def test_missing_object_is_reported_not_retried(provider, tmp_path):
@@ -65,7 +65,7 @@ def test_botocore_retries_absorb_a_few_faults(provider, moto_s3, mode):
         client = make_s3_client(S3Access(endpoint_url=proxy.url, read_timeout=5))
         proxy.fail_next(2, mode)
         objects = list_s3_objects(client, parse_s3_url("s3://prov-storage/in"))
-        assert len(objects) == 3 and proxy.faults == 2
+        assert len(objects) == 4 and proxy.faults == 2
 
 
 def test_a_long_outage_surfaces_as_transient(provider, moto_s3):

@@ -17,6 +17,7 @@ from tasks.deid import pseudo_uid, pseudonym
 from tasks.warehouse import PROCESSED_TABLES
 from tests.integration.lakes import build_lake
 from tests.integration.phi import collect_phi, find_phi
+from tests.runs import task_runs
 
 pytestmark = pytest.mark.integration
 SECRET = "snowflake-test-secret"
@@ -44,30 +45,30 @@ def snowflake_lake(tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
     return {"source": source, "lake": root / "lake"}
 
 
-@pytest.fixture(scope="module")
-def snowflake_built(prefect_server, fakesnow_server, snowflake_lake) -> dict:
-    """Blocks saved on the Prefect server, then build-warehouse run twice (idempotence)."""
+def _save_blocks(server: dict, lake: Path, *, name: str, database: str, **snowflake) -> None:  # noqa: ANN003
+    """A SnowflakeConnector block on ``database`` and a settings block ``name`` that uses it."""
     from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
 
     from blocks.settings import DicomPipelineSettings
-    from flows.warehouse import build_warehouse
 
-    credentials = SnowflakeCredentials(
-        account=fakesnow_server["account"], user=fakesnow_server["user"], password=fakesnow_server["password"]
-    )
-    SnowflakeConnector(credentials=credentials, database="DICOM", warehouse="COMPUTE_WH", schema="PUBLIC").save(
-        "test-fakesnow", overwrite=True
+    connector = f"fakesnow-{database.lower().replace('_', '-')}"
+    credentials = SnowflakeCredentials(account=server["account"], user=server["user"], password=server["password"])
+    SnowflakeConnector(credentials=credentials, database=database, warehouse="COMPUTE_WH", schema="PUBLIC").save(
+        connector, overwrite=True
     )
     DicomPipelineSettings(
-        environment="dev",
-        lake=str(snowflake_lake["lake"]),
-        dbt_target="snowflake",
-        deid_secret=SECRET,
-        snowflake_connector_block="test-fakesnow",
-        snowflake_host=fakesnow_server["host"],
-        snowflake_port=fakesnow_server["port"],
-        snowflake_protocol=fakesnow_server["protocol"],
-    ).save("test-snowflake-env", overwrite=True)
+        environment="dev", lake=str(lake), dbt_target="snowflake", deid_secret=SECRET,
+        snowflake_connector_block=connector, snowflake_host=server["host"],
+        snowflake_port=server["port"], snowflake_protocol=server["protocol"], **snowflake,
+    ).save(name, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def snowflake_built(prefect_server, fakesnow_server, snowflake_lake) -> dict:
+    """Blocks saved on the Prefect server, then build-warehouse run twice (idempotence)."""
+    from flows.warehouse import build_warehouse
+
+    _save_blocks(fakesnow_server, snowflake_lake["lake"], name="test-snowflake-env", database="DICOM")
     first = build_warehouse(settings_block="test-snowflake-env")
     second = build_warehouse(settings_block="test-snowflake-env")
     return {"first": first, "second": second}
@@ -115,3 +116,53 @@ def test_no_phi_in_snowflake_processed_tables(snowflake_built, fakesnow_server, 
             cur = con.cursor().execute(f"select * from processed.{table}")
             hits += find_phi(phi, table, [d[0].lower() for d in cur.description], cur.fetchall(), typed_dates=False)
     assert not hits
+
+
+@pytest.fixture(scope="module")
+def snowflake_proxy(prefect_server, fakesnow_server):
+    """A TCP proxy in front of fakesnow; blocks reach it through the proxy (database DICOM_FAULTS)."""
+    from tests.integration.fault_proxy import TcpFaultProxy
+
+    _query(fakesnow_server, "create database if not exists DICOM_FAULTS")
+    with TcpFaultProxy((fakesnow_server["host"], fakesnow_server["port"])) as proxy:
+        yield proxy, {**fakesnow_server, "port": proxy.port}
+
+
+def _faulty_build(server: dict, snowflake_lake: dict, name: str):  # noqa: ANN202 - a Prefect State
+    from flows.warehouse import build_warehouse
+
+    # the connector retries a statement by itself for 4 s (network_timeout), then the task takes over
+    _save_blocks(server, snowflake_lake["lake"], name=name, database="DICOM_FAULTS", snowflake_network_timeout=4)
+    return build_warehouse(settings_block=name, return_state=True)
+
+
+def _load_runs(state) -> list:  # noqa: ANN001 - the flow run's load-snowflake task runs
+    return [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("load-snowflake")]
+
+
+def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_built, snowflake_proxy, snowflake_lake):
+    """Snowflake unreachable for longer than the connector retries, mid-load: the task reconnects, same rows."""
+    proxy, server = snowflake_proxy
+    # from the load's first statements on (the login is ~1 kB): longer than the connector retries a
+    # statement (network_timeout 4 s), shorter than the task's retries; a PUT's uploads retry for ~30 s
+    proxy.outage(6, after_bytes=1_500)
+    state = _faulty_build(server, snowflake_lake, "test-snowflake-blip")
+    proxy.clear()
+    assert state.is_completed(), state.message
+    assert proxy.resets > 0
+    [load] = _load_runs(state)
+    assert load.run_count >= 2  # the connector gave up on the statement; the task retry got it done
+    assert state.result() == snowflake_built["first"]  # the same processed rows as an undisturbed build
+
+
+def test_snowflake_gone_for_good_fails_the_run_with_what_to_check(snowflake_proxy, snowflake_lake):
+    proxy, server = snowflake_proxy
+    proxy.down()
+    try:
+        state = _faulty_build(server, snowflake_lake, "test-snowflake-down")
+    finally:
+        proxy.clear()
+    assert state.is_failed()
+    assert "Snowflake" in state.message and "Check" in state.message and "fakesnow-dicom-faults" in state.message, state.message
+    [load] = _load_runs(state)
+    assert load.run_count == 3  # retried, but boundedly

@@ -54,3 +54,15 @@ def test_errors_and_requeue_commands_on_a_lake(tmp_path):
     assert requeued.returncode == 0 and "requeued 1 objects" in requeued.stdout
     pending = pending_objects([ObjectInfo("bad.dcm", 5, "e2")], processed_versions(read_local_manifest(lake)))
     assert [o.key for o in pending] == ["bad.dcm"]
+
+
+def test_an_error_is_resolved_once_its_file_is_extracted_later(tmp_path):
+    from tasks.quarantine import read_errors
+
+    errors = pl.DataFrame({"source_key": ["a.dcm", "b.dcm"], "stage": ["extract"] * 2, "reason": ["not_dicom"] * 2,
+                           "detail": ["x"] * 2, "quarantine_key": [None, None], "ingested_at": [T0, T0]})
+    write_parquet_atomic(errors, tmp_path / "tables" / "ingest_errors" / "ingest_date=2026-01-01" / "e.parquet")
+    assert read_errors(str(tmp_path))["source_key"].to_list() == ["a.dcm", "b.dcm"]  # a lake with no images yet
+    images = pl.DataFrame({"source_key": ["a.dcm", "b.dcm"], "ingested_at": [T0 + timedelta(1), T0 - timedelta(1)]})
+    write_parquet_atomic(images, tmp_path / "tables" / "images" / "ingest_date=2026-01-02" / "i.parquet")
+    assert read_errors(str(tmp_path))["source_key"].to_list() == ["b.dcm"]  # a.dcm was fixed and extracted after

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 import pytest
 
@@ -9,7 +10,7 @@ from tasks.errors import SourceError
 from tasks.storage import batch_id, chunk, copy_local_objects, list_local_objects
 
 
-def test_lists_nested_files_with_any_name_and_skips_hidden(tmp_path):
+def test_lists_nested_files_with_any_name_hidden_ones_too(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "IM 1+2 é").write_bytes(b"x")
     (tmp_path / "top.dcm").write_bytes(b"yy")
@@ -18,9 +19,46 @@ def test_lists_nested_files_with_any_name_and_skips_hidden(tmp_path):
     (tmp_path / ".hidden" / "f").write_bytes(b"z")
     os.symlink(tmp_path / "top.dcm", tmp_path / "link.dcm")
     objects = list_local_objects(tmp_path)
-    assert [o.key for o in objects] == ["a/b/IM 1+2 é", "link.dcm", "top.dcm"]
-    assert objects[2].size == 2
-    assert objects[1].etag.startswith("symlink-")  # listed so it is reported, never followed
+    assert [o.key for o in objects] == [".DS_Store", ".hidden/f", "a/b/IM 1+2 é", "link.dcm", "top.dcm"]
+    assert objects[4].size == 2
+    assert objects[3].etag.startswith("symlink-")  # listed so it is reported, never followed
+
+
+def test_our_own_temporary_names_are_not_listed(tmp_path):
+    """A copy in progress (or a killed run's leftover) in a folder we write: not an object yet."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "IM1").write_bytes(b"x")
+    (tmp_path / "raw" / ".IM2.partial").write_bytes(b"half")
+    (tmp_path / "raw" / ".partial").write_bytes(b"a provider's odd name, not ours")
+    (tmp_path / "raw" / "IM3.partial").write_bytes(b"not hidden: not ours either")
+    assert [o.key for o in list_local_objects(tmp_path)] == ["raw/.partial", "raw/IM1", "raw/IM3.partial"]
+
+
+def test_hidden_files_are_extracted_like_any_file_and_quarantined_once(tmp_path):
+    """A DICOM named ``.x.dcm`` gets rows; ``.DS_Store`` a reason, a quarantine copy and a manifest row."""
+    from datetime import UTC, datetime
+
+    from tasks.extract import Lineage, SourceFile, extract_batch
+    from tasks.lake import quarantine_copy
+    from tasks.manifest import manifest_frame, pending_objects, processed_versions
+    from pydicom.data import get_testdata_file
+
+    source, lake = tmp_path / "in", tmp_path / "lake"
+    (source / ".study").mkdir(parents=True)
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), source / ".study" / ".x.dcm")
+    (source / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 64)
+    objects = list_local_objects(source)
+    raw = copy_local_objects(source, lake / "raw", objects)
+    files = [SourceFile(c.path, o.key, o.etag) for o, c in zip(objects, raw, strict=True)]
+    frames = extract_batch(files, Lineage("b1")).frames
+    assert frames["images"]["source_key"].to_list() == [".study/.x.dcm"]
+    errors = frames["ingest_errors"].select("source_key", "reason").rows()
+    assert errors == [(".DS_Store", "not_dicom")]
+    qkey = quarantine_copy(lake, raw[0].path, ".DS_Store", "not_dicom")
+    assert (lake / qkey).read_bytes() == (source / ".DS_Store").read_bytes()
+    manifest = manifest_frame(objects, batch_id="b1", hashes={}, quarantined=[".DS_Store"], processed_at=datetime.now(UTC))
+    assert dict(manifest.select("key", "status").rows()) == {".DS_Store": "quarantined", ".study/.x.dcm": "done"}
+    assert pending_objects(list_local_objects(source), processed_versions(manifest)) == []  # not retried forever
 
 
 def test_a_symlink_is_rejected_with_a_reason_and_not_followed(tmp_path):

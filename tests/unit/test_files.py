@@ -1,0 +1,43 @@
+"""Safe writes and a full disk, on /dev/full: a real device whose every write fails with ENOSPC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tasks.errors import DiskFullError
+from tasks.files import disk_full_reported, is_temporary, temporary_name, writing
+
+DEV_FULL = Path("/dev/full")
+needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full on this system")
+
+
+def test_a_write_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "a" / "f.parquet"
+    with pytest.raises(RuntimeError, match="writer broke"), writing(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer broke")
+    assert [p.name for p in tmp_path.rglob("*")] == ["a"]  # neither the file nor its temporary
+    with writing(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and [p.name for p in target.parent.iterdir()] == ["f.parquet"]
+
+
+def test_temporary_names():
+    assert temporary_name("IM1") == ".IM1.partial" and is_temporary(".IM1.partial")
+    assert not is_temporary(".partial") and not is_temporary("IM1.partial") and not is_temporary(".DS_Store")
+
+
+@needs_dev_full
+@pytest.mark.parametrize("write", [lambda: DEV_FULL.write_bytes(b"x" * 10), lambda: pl.DataFrame({"x": [1]}).write_parquet(DEV_FULL)])
+def test_a_full_disk_is_named_with_the_folder(tmp_path, write):
+    with pytest.raises(DiskFullError, match=rf"disk is full.*{tmp_path}.*Free space there"):
+        with disk_full_reported("s3://bucket/lake", tmp_path):
+            write()
+
+
+def test_other_errors_pass_through(tmp_path):
+    with pytest.raises(FileNotFoundError), disk_full_reported(tmp_path):
+        (tmp_path / "missing" / "x").read_bytes()
