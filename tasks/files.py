@@ -22,6 +22,8 @@ from tasks.errors import DiskFullError
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 #: How a full disk reads when a Rust or C++ writer (polars, pyarrow) wraps the OS error.
 _FULL_TEXTS = ("os error 28", "No space left on device", "Disk quota exceeded")
+#: Free bytes below which a failed write is put down to a full disk whatever its message.
+_NEARLY_FULL = 64 << 10
 
 
 def temporary_name(name: str) -> str:
@@ -90,7 +92,9 @@ def disk_full_reported(*folders: str | Path) -> Iterator[None]:
         raise
     except Exception as exc:
         local = [Path(f) for f in folders if f and "://" not in str(f)]
-        if not local or not is_disk_full(exc):
+        # some writers lose the OS error on the way (polars' Parquet sink reports a
+        # "thrift transport error"): a filesystem with next to no room left tells then
+        if not local or not (is_disk_full(exc) or min(_free_bytes(f) for f in local) < _NEARLY_FULL):
             raise
         named = [Path(n) for n in (getattr(exc, "filename2", None), getattr(exc, "filename", None)) if isinstance(n, str)]
         hits = [f for f in local for n in named if n.is_relative_to(f)]
