@@ -73,6 +73,14 @@ def _run_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bytecode_compiled() -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")
+    folder = Path(spec.origin).parent if spec and spec.origin else None
+    return not os.environ.get("PYTHONDONTWRITEBYTECODE") or bool(folder and (folder / "__pycache__").is_dir())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,7 +119,14 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "PREFECT_API_URL": api} if api else dict(os.environ)
     env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; workdir {work}")
+    if not _bytecode_compiled():
+        print("note: Prefect has no compiled bytecode here and PYTHONDONTWRITEBYTECODE is set, so every "
+              "process compiles it again (seconds each); run `uv sync --compile-bytecode` first")
     rows = []
+    # outputs go to a folder of this run, removed at the end: deleting tens of thousands of
+    # files just before a variant runs slows its file creation (ext4 skips recently freed inodes)
+    work.mkdir(parents=True, exist_ok=True)
+    outputs = Path(tempfile.mkdtemp(prefix="outputs-", dir=work))
     try:
         for n in args.files:
             corpus = work / f"corpus-{args.profile}-{n}"
@@ -122,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
             mb = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file()) / 1e6
             results = {}
             for variant in args.variants:
-                out = work / f"out-{variant}-{n}"
-                shutil.rmtree(out, ignore_errors=True)
+                out = outputs / f"{variant}-{n}"
                 cmd = [sys.executable, "-m", "flows", "bench-ingest", "--run-variant", variant,
                        "--source", str(corpus), "--out", str(out)]
                 if args.batch_size:
@@ -143,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                     if ref in results:
                         print(f"  N={n:<6} speed-up {label}: {results[ref]['seconds'] / results['pipeline']['seconds']:.2f}x")
     finally:
+        shutil.rmtree(outputs, ignore_errors=True)
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
