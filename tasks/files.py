@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +52,11 @@ def writing(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block ends.
 
     If the block (or the rename) fails, the temporary file is removed and the error
-    goes on: nothing is left under the real name nor under the temporary one.
+    goes on: nothing is left under the real name nor under the temporary one. Each call
+    has a temporary of its own: two writers of one file (copies of an instance in two
+    processes) never rename each other's.
     """
-    tmp = path.with_name(temporary_name(path.name))
+    tmp = path.with_name(temporary_name(f"{path.name}.{secrets.token_hex(4)}"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
