@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -40,7 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak RSS of the largest process of the variant: itself or one of its workers.
+
+    Its own peak is VmHWM: ``ru_maxrss`` would carry over the peak of the parent it was
+    started from (Linux keeps it through fork and exec).
+    """
+    status = Path("/proc/self/status")
+    found = re.search(r"VmHWM:\s+(\d+) kB", status.read_text()) if status.exists() else None
+    own = int(found[1]) if found else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024
 

@@ -8,6 +8,7 @@ block placeholders of profiles.yml, and dbt-snowflake builds the same models as 
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import duckdb
@@ -140,14 +141,38 @@ def _load_runs(state) -> list:  # noqa: ANN001 - the flow run's load-snowflake t
     return [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("load-snowflake")]
 
 
+def _clear_when_load_retries(proxy, stop: threading.Event) -> None:  # noqa: ANN001 - a TcpFaultProxy
+    """End the outage once the server has the load task awaiting its retry (polled from a thread)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterState, TaskRunFilterStateName
+
+    wanted = TaskRunFilter(
+        name=TaskRunFilterName(like_="load-snowflake"),
+        state=TaskRunFilterState(name=TaskRunFilterStateName(any_=["AwaitingRetry", "Retrying"])),
+    )
+    with get_client(sync_client=True) as client:
+        while not stop.wait(0.2):
+            if client.read_task_runs(task_run_filter=wanted):
+                proxy.clear()
+                return
+
+
 def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_built, snowflake_proxy, snowflake_lake):
     """Snowflake unreachable for longer than the connector retries, mid-load: the task reconnects, same rows."""
     proxy, server = snowflake_proxy
-    # from the load's first statements on (the login is ~1 kB): longer than the connector retries a
-    # statement (network_timeout 4 s), shorter than the task's retries; a PUT's uploads retry for ~30 s
-    proxy.outage(6, after_bytes=1_500)
-    state = _faulty_build(server, snowflake_lake, "test-snowflake-blip")
-    proxy.clear()
+    # from the load's first statements on (the login is ~1 kB) until the connector has given
+    # up and the task awaits its retry: the outage ends on the server's word, not on a timer
+    # that a slow machine could outlast or a fast one undercut
+    proxy.outage(float("inf"), after_bytes=1_500)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_clear_when_load_retries, args=(proxy, stop), daemon=True)
+    watcher.start()
+    try:
+        state = _faulty_build(server, snowflake_lake, "test-snowflake-blip")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        proxy.clear()
     assert state.is_completed(), state.message
     assert proxy.resets > 0
     [load] = _load_runs(state)
