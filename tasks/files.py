@@ -9,7 +9,9 @@ the folder and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
 import secrets
 import shutil
@@ -47,6 +49,23 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and any(t in text for t in _FULL_TEXTS)
 
 
+#: Per process: with the pid and a counter, a temporary name no other writer uses at once
+#: (threads, forked workers, or another machine writing to the same shared folder).
+_TOKEN = secrets.token_hex(2)
+_COUNTER = itertools.count()
+
+
+def _temporary_path(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, temporary_name(f"{name}.{_TOKEN}{os.getpid():x}.{next(_COUNTER):x}"))
+
+
+def _make_parent(path: str) -> None:
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):  # one stat; mkdir(exist_ok) costs an exception
+        os.makedirs(folder, exist_ok=True)
+
+
 @contextmanager
 def writing(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block ends.
@@ -56,13 +75,52 @@ def writing(path: Path) -> Iterator[Path]:
     has a temporary of its own: two writers of one file (copies of an instance in two
     processes) never rename each other's.
     """
-    tmp = path.with_name(temporary_name(f"{path.name}.{secrets.token_hex(4)}"))
+    final = os.fspath(path)
+    tmp = _temporary_path(final)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        yield tmp
-        os.replace(tmp, path)
+        _make_parent(final)
+        yield Path(tmp)
+        os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: str | Path, data: bytes | memoryview, *, times_ns: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary name, as :func:`writing` does, in four system calls.
+
+    For the many small files of a batch (raw copies, previews), where :func:`writing`'s
+    file objects cost as much as the write itself.
+
+    Parameters
+    ----------
+    path : str or Path
+    data : bytes or memoryview
+    times_ns : (int, int), optional
+        Access and modification times to give the file (``os.utime``'s ``ns``).
+    """
+    final = os.fspath(path)
+    tmp = _temporary_path(final)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            _make_parent(final)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if times_ns is not None:
+                os.utime(fd, ns=times_ns)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from tasks.deid import pseudonym
 from tasks.errors import Reason
 from tasks import instance
-from tasks.files import writing
+from tasks.files import write_atomic
 from tasks.instance import quiet_pydicom
 from tasks.pixels import (
     display_frame,
@@ -156,8 +156,7 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
-    with writing(lake / key) as tmp:
-        tmp.write_bytes(preview.jpeg)
+    write_atomic(lake / key, preview.jpeg)
 
 
 def render_file(

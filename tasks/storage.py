@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tasks.errors import SourceError
-from tasks.files import is_temporary, writing
+from tasks.files import is_temporary, write_atomic, writing
 
 RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
@@ -117,35 +117,50 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
         One per object, in the order given.
     """
     out: list[RawCopy] = []
-    for obj in objects:
-        src = root / obj.key
-        dst = raw_dir / obj.key
-        s = src.stat()
+    root_dir, raw = os.fspath(root), os.fspath(raw_dir)
+    for obj in objects:  # str paths and os calls: pathlib costs as much as the copy of a small file
+        src = os.path.join(root_dir, obj.key)
+        dst = os.path.join(raw, obj.key)
+        s = os.stat(src)
         try:
-            d = dst.stat()
+            d = os.stat(dst)
         except FileNotFoundError:
             d = None
         if d is not None and s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
-            out.append(RawCopy(dst, *_hashed_copy(dst, None)))
+            out.append(RawCopy(Path(dst), *_hashed_copy(dst, None, d.st_size)))
             continue
-        with writing(dst) as tmp:
-            digest, head = _hashed_copy(src, tmp)
-            os.utime(tmp, ns=(s.st_atime_ns, s.st_mtime_ns))  # the size+mtime check above relies on it
-        out.append(RawCopy(dst, digest, head))
+        digest, head = _hashed_copy(src, dst, s.st_size, times_ns=(s.st_atime_ns, s.st_mtime_ns))
+        out.append(RawCopy(Path(dst), digest, head))  # mtime kept: the size+mtime check above relies on it
     return out
 
 
-def _hashed_copy(src: Path, dst: Path | None) -> tuple[str, bytes]:
-    """SHA-256 and first bytes of ``src``, copying it to ``dst`` in the same pass (if given)."""
+#: Files up to this size are read, hashed and written in one piece.
+_WHOLE_FILE = 4 << 20
+
+
+def _hashed_copy(src: str, dst: str | None, size: int, *, times_ns: tuple[int, int] | None = None) -> tuple[str, bytes]:
+    """SHA-256 and first bytes of ``src``, copying it to ``dst`` in the same pass (if given).
+
+    The copy is written under a temporary name and renamed (:mod:`tasks.files`).
+    """
+    if size <= _WHOLE_FILE:
+        with open(src, "rb", buffering=0) as fin:
+            data = fin.readall()
+        if dst is not None:
+            write_atomic(dst, data, times_ns=times_ns)
+        return hashlib.sha256(data).hexdigest(), data[:8]
     digest = hashlib.sha256()
     head = b""
-    with src.open("rb") as fin, (dst.open("wb") if dst is not None else contextlib.nullcontext()) as fout:
-        while block := fin.read(1 << 20):
-            if not head:
-                head = block[:8]
-            digest.update(block)
-            if fout is not None:
-                fout.write(block)
+    with open(src, "rb") as fin, (writing(Path(dst)) if dst is not None else contextlib.nullcontext()) as tmp:
+        with tmp.open("wb") if tmp is not None else contextlib.nullcontext() as fout:
+            while block := fin.read(1 << 20):
+                if not head:
+                    head = block[:8]
+                digest.update(block)
+                if fout is not None:
+                    fout.write(block)
+        if tmp is not None and times_ns is not None:
+            os.utime(tmp, ns=times_ns)
     return digest.hexdigest(), head
 
 

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from tasks.errors import DiskFullError
-from tasks.files import disk_full_reported, is_temporary, temporary_name, writing
+from tasks.files import disk_full_reported, is_temporary, temporary_name, write_atomic, writing
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full on this system")
@@ -23,6 +23,33 @@ def test_a_write_appears_whole_or_not_at_all(tmp_path):
     with writing(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and [p.name for p in target.parent.iterdir()] == ["f.parquet"]
+
+
+def test_an_atomic_write_makes_its_folder_keeps_times_and_replaces(tmp_path):
+    target = tmp_path / "x" / "y" / "p.jpg"
+    write_atomic(target, b"first", times_ns=(1_000_000_000, 2_000_000_000))
+    assert target.read_bytes() == b"first" and target.stat().st_mtime_ns == 2_000_000_000
+    write_atomic(str(target), memoryview(b"second"))
+    assert target.read_bytes() == b"second" and [p.name for p in target.parent.iterdir()] == ["p.jpg"]
+
+
+def test_a_failed_atomic_write_leaves_nothing(tmp_path):
+    (tmp_path / "taken").write_bytes(b"a file where the folder should be")
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "taken" / "p.jpg", b"x")
+    target = tmp_path / "d" / "p.jpg"
+    with pytest.raises(TypeError):
+        write_atomic(target, "not bytes")  # fails after the temporary was created
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["d", "taken"]
+
+
+def test_writers_of_one_file_never_share_a_temporary(tmp_path):
+    names = set()
+    for _ in range(1000):
+        with writing(tmp_path / "f") as tmp:
+            names.add(tmp.name)
+            tmp.write_bytes(b"x")
+    assert len(names) == 1000 and all(is_temporary(n) for n in names)
 
 
 def test_temporary_names():
