@@ -79,11 +79,14 @@ class SourceFile:
         The object's key at the source, relative to the source root (lineage).
     etag : str
         The source's version tag of the object (S3 ETag, or size+mtime for folders).
+    sha256 : str, optional
+        SHA-256 of the bytes at ``path``, when staging computed it already.
     """
 
     path: Path
     key: str
     etag: str = ""
+    sha256: str | None = None
 
 
 @dataclass
@@ -252,18 +255,18 @@ def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_th
         error = error_row(reason, detail, "extract") | _content(data, src.path)
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
         return None
-    entity_rows[IMAGES.name].update(_content(data, src.path))
+    entity_rows[IMAGES.name].update(_content(data, src.path, src.sha256))
     for name, row in entity_rows.items():
         row.update(lineage_cols)
         rows[name].append(row)
     return ds
 
 
-def _content(data: bytes | memoryview, path: Path) -> dict[str, Any]:
+def _content(data: bytes | memoryview, path: Path, sha256: str | None = None) -> dict[str, Any]:
     """``file_size`` and ``content_hash`` of a file read (or mapped) for extraction."""
     if not len(data):
         return {"file_size": 0, "content_hash": None}
-    return {"file_size": len(data), "content_hash": content_digest(data, path)}
+    return {"file_size": len(data), "content_hash": sha256 or content_digest(data, path)}
 
 
 def duplicate_conflicts(images: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,7 @@ import functools
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -163,7 +163,8 @@ def extract_staged(
     rendered as its file is extracted, and the previews table written too.
     """
     return extract_to_lake.fn(
-        staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at, previews=previews, secret=secret
+        staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at, previews=previews, secret=secret,
+        hashes=staged.hashes,
     )
 
 
@@ -177,10 +178,14 @@ def extract_to_lake(
     workers: int | None = None,
     previews: PreviewOptions | None = None,
     secret: str | None = None,
+    hashes: Mapping[str, str] | None = None,
 ) -> BatchOutcome:
-    """Extract a batch into entity tables (and previews), quarantine rejected files, write Parquet."""
+    """Extract a batch into entity tables (and previews), quarantine rejected files, write Parquet.
+
+    ``hashes`` (key -> SHA-256), where staging hashed the files already, spares hashing them again.
+    """
     with disk_full_reported(lake):
-        return _extract(lake, batch_id, objects, raw_paths, ingested_at, workers, previews, secret)
+        return _extract(lake, batch_id, objects, raw_paths, ingested_at, workers, previews, secret, hashes or {})
 
 
 def _extract(
@@ -192,9 +197,10 @@ def _extract(
     workers: int | None,
     previews: PreviewOptions | None,
     secret: str | None,
+    hashes: Mapping[str, str],
 ) -> BatchOutcome:
     lineage = Lineage(batch_id, ingested_at)
-    files = [SourceFile(Path(p), o.key, o.etag) for o, p in zip(objects, raw_paths, strict=True)]
+    files = [SourceFile(Path(p), o.key, o.etag, hashes.get(o.key)) for o, p in zip(objects, raw_paths, strict=True)]
     lake_path = Path(lake)
     job = PreviewJob(lake_path, secret or "", previews) if previews is not None else None
     workers = workers or os.cpu_count() or 1
