@@ -111,6 +111,20 @@ def test_copy_is_skipped_when_raw_copy_is_current(tmp_path):
     assert not list(raw.rglob("*.partial"))
 
 
+@pytest.mark.parametrize("size", [0, 5 << 20])  # empty; larger than one read, so streamed
+def test_a_copy_keeps_every_byte_its_hash_head_and_time(tmp_path, size):
+    src, raw = tmp_path / "src", tmp_path / "raw"
+    src.mkdir()
+    data = os.urandom(size)
+    (src / "big.zip").write_bytes(data)
+    os.utime(src / "big.zip", ns=(1_000_000_000, 1_600_000_000_123_456_789))
+    [copy] = copy_local_objects(src, raw, list_local_objects(src))
+    assert copy.path.read_bytes() == data and copy.head == data[:8]
+    assert copy.sha256 == hashlib.sha256(data).hexdigest()
+    assert copy.path.stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert [p.name for p in raw.iterdir()] == ["big.zip"]
+
+
 def test_batches_and_ids_are_deterministic(tmp_path):
     for i in range(5):
         (tmp_path / f"f{i}").write_bytes(b"x" * i)
