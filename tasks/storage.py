@@ -6,13 +6,13 @@ S3 implementation can stand beside them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.errors import SourceError
 from tasks.files import is_temporary, write_atomic, writing
@@ -149,18 +149,26 @@ def _hashed_copy(src: str, dst: str | None, size: int, *, times_ns: tuple[int, i
         if dst is not None:
             write_atomic(dst, data, times_ns=times_ns)
         return hashlib.sha256(data).hexdigest(), data[:8]
+    if dst is None:
+        return _streamed_hash(src, None)
+    with writing(Path(dst)) as tmp:
+        with tmp.open("wb") as fout:
+            copied = _streamed_hash(src, fout)
+        if times_ns is not None:
+            os.utime(tmp, ns=times_ns)
+    return copied
+
+
+def _streamed_hash(src: str, fout: BinaryIO | None) -> tuple[str, bytes]:
+    """SHA-256 and first bytes of a large file read in 1 MiB blocks, each also written to ``fout``."""
     digest = hashlib.sha256()
     head = b""
-    with open(src, "rb") as fin, (writing(Path(dst)) if dst is not None else contextlib.nullcontext()) as tmp:
-        with tmp.open("wb") if tmp is not None else contextlib.nullcontext() as fout:
-            while block := fin.read(1 << 20):
-                if not head:
-                    head = block[:8]
-                digest.update(block)
-                if fout is not None:
-                    fout.write(block)
-        if tmp is not None and times_ns is not None:
-            os.utime(tmp, ns=times_ns)
+    with open(src, "rb") as fin:
+        while block := fin.read(1 << 20):
+            head = head or block[:8]
+            digest.update(block)
+            if fout is not None:
+                fout.write(block)
     return digest.hexdigest(), head
 
 
