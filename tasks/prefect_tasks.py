@@ -4,6 +4,10 @@ Retries apply to I/O only: ``retry_on_io`` refuses to retry a project error (a b
 input, a missing folder), so a corrupt file is never retried, nor a full disk: it does
 not free itself within the backoff, so every task that writes local files reports it at
 once as a ``DiskFullError`` naming the folder (``tasks.files.disk_full_reported``).
+
+No task caches (``NO_CACHE``): the lake's manifest decides what is done, some inputs hold
+the de-identification secret or credentials, and Prefect's default policy would hash
+every input of every task run (the 500 objects of a batch: ~2 s of a 20,000-file run).
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ S3_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 16], "retry_jitter_fac
 SNOWFLAKE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_snowflake}
 
 
-@task(name="list-source", **S3_RETRIES)
+@task(name="list-source", cache_policy=NO_CACHE, **S3_RETRIES)
 def list_source(source: str, *, access: S3Access | None = None, since: datetime | None = None) -> list[ObjectInfo]:
     """List every object at the source (a folder, or an S3 prefix since an optional watermark)."""
     if is_s3_url(source):
@@ -100,14 +104,14 @@ def list_source(source: str, *, access: S3Access | None = None, since: datetime 
     return objects
 
 
-@task(name="read-manifest", **S3_RETRIES)
+@task(name="read-manifest", cache_policy=NO_CACHE, **S3_RETRIES)
 def read_manifest(lake: str, *, access: S3Access | None = None) -> set[tuple[str, str]]:
     """The (key, ETag) pairs the lake's manifest says were processed."""
     frame = read_s3_manifest(lake, access=access or S3Access()) if is_s3_url(lake) else read_local_manifest(Path(lake))
     return processed_versions(frame)
 
 
-@task(name="prepare-lake", **S3_RETRIES)
+@task(name="prepare-lake", cache_policy=NO_CACHE, **S3_RETRIES)
 def prepare_lake(lake: str, scratch: str, *, access: S3Access | None = None) -> None:
     """Give every raw table a 0-row schema file in the lake (local or S3)."""
     with disk_full_reported(scratch, lake):
@@ -117,7 +121,7 @@ def prepare_lake(lake: str, scratch: str, *, access: S3Access | None = None) -> 
             ensure_table_schemas(Path(lake))
 
 
-@task(name="stage-batch", **S3_RETRIES)
+@task(name="stage-batch", cache_policy=NO_CACHE, **S3_RETRIES)
 def stage_to_scratch(
     source: str, lake: str, objects: Sequence[ObjectInfo], *, batch_id: str, scratch: str,
     access: S3Access | None, ingested_at: datetime,
@@ -134,7 +138,7 @@ def stage_to_scratch(
     return staged
 
 
-@task(name="publish-batch", **S3_RETRIES)
+@task(name="publish-batch", cache_policy=NO_CACHE, **S3_RETRIES)
 def publish_to_lake(
     lake: str, staged: StagedBatch, objects: Sequence[ObjectInfo], outcomes: Sequence[BatchOutcome], *,
     scratch: str, access: S3Access | None, processed_at: datetime,
@@ -153,7 +157,7 @@ def publish_to_lake(
     )
 
 
-@task(name="extract-batch", **IO_RETRIES)
+@task(name="extract-batch", cache_policy=NO_CACHE, **IO_RETRIES)
 def extract_staged(
     staged: StagedBatch, ingested_at: datetime, previews: PreviewOptions | None = None, secret: str | None = None
 ) -> BatchOutcome:
@@ -168,7 +172,7 @@ def extract_staged(
     )
 
 
-@task(name="extract-batch", **IO_RETRIES)
+@task(name="extract-batch", cache_policy=NO_CACHE, **IO_RETRIES)
 def extract_to_lake(
     lake: str,
     batch_id: str,
@@ -282,7 +286,7 @@ def _on_pool(fn, workers: int):  # noqa: ANN001, ANN202 - fn(executor) -> result
         return fn(None)
 
 
-@task(name="render-previews", **IO_RETRIES)
+@task(name="render-previews", cache_policy=NO_CACHE, **IO_RETRIES)
 def render_previews(
     lake: str,
     outcome: BatchOutcome,
@@ -333,7 +337,7 @@ def render_previews(
     )
 
 
-@task(name="compress-remote")
+@task(name="compress-remote", cache_policy=NO_CACHE)
 def compress_remote(
     deployment: str,
     lake: str,
@@ -384,7 +388,6 @@ def _compressed_rows(lake: Path, batch: str, ingested_at: datetime) -> dict:
         "errors": errors.select("source_key", "reason", "detail").to_dicts(),
     }
 # --- warehouse (issue 6): pseudonym map and Snowflake load, before dbt runs ----------------
-# NO_CACHE: the inputs hold the de-identification secret and a credentials block.
 
 
 @task(name="write-pseudonym-map", cache_policy=NO_CACHE, **IO_RETRIES)
