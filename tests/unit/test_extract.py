@@ -115,6 +115,17 @@ def test_header_json_keeps_sequences_and_private_tags_and_drops_bulk(pydicom_dir
     assert body["00100010"]["Value"][0]["Alphabetic"] == str(ct.PatientName)
 
 
+@pytest.mark.parametrize("name", ["chrI2.dcm", "chrX1.dcm", "nested_priv_SQ.dcm", "CT_small.dcm"])
+def test_header_json_is_the_text_the_standard_library_writes(pydicom_dir, name):
+    from tasks.instance import decode_header, dump_json
+
+    path = CHARSET_FILES / name if (CHARSET_FILES / name).exists() else pydicom_dir / name
+    body = decode_header(read_dicom(path.read_bytes()))[1]
+    assert dump_json(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    # what orjson refuses (an integer beyond 64 bits) is still written, by the standard library
+    assert json.loads(dump_json(body | {"00191001": {"vr": "IS", "Value": [2**70]}}))["00191001"]["Value"] == [2**70]
+
+
 def test_entities_are_deduplicated_within_a_batch(synthetic_dir):
     frames = extract_batch(_files(synthetic_dir), Lineage("b"))
     assert frames["patients"].height == 3
