@@ -85,20 +85,20 @@ DEFER_SIZE = 1 << 20
 LARGE_FILE_BYTES = 256 << 20
 
 
-def load_file(path: Path) -> bytes | memoryview:
+def load_file(path: str | Path) -> bytes | memoryview:
     """A file's bytes: read whole, or for a large file a read-only view of it mapped in memory.
 
     Only the pages used (the header, a preview frame) are then read; nothing holds the
     whole file. The map is released when the last view of it is dropped.
     """
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size < LARGE_FILE_BYTES:
             return fh.read()
         return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
 
 
-def content_digest(data: bytes | memoryview, path: Path) -> str:
+def content_digest(data: bytes | memoryview, path: str | Path) -> str:
     """SHA-256 of a file's content: of ``data`` in memory, or streamed from ``path`` when mapped.
 
     Hashing a map would bring every page of a multi-GB file into this process.
@@ -106,13 +106,13 @@ def content_digest(data: bytes | memoryview, path: Path) -> str:
     if isinstance(data, bytes):
         return hashlib.sha256(data).hexdigest()
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def read_dicom(data: bytes | memoryview, path: Path | None = None) -> Dataset:
+def read_dicom(data: bytes | memoryview, path: str | Path | None = None) -> Dataset:
     """Parse DICOM bytes into a dataset, or reject them with a reason.
 
     Plain Part 10 little-endian files are split by :func:`tasks.dicom_parse.parse_simple`;

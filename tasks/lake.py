@@ -11,6 +11,7 @@ Layout of a local lake::
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from datetime import date
@@ -64,11 +65,11 @@ def ensure_table_schemas(lake: Path) -> None:
             write_parquet_atomic(pl.DataFrame(schema=entity.schema), path)
 
 
-def quarantine_copy(lake: Path, src: Path, key: str, reason: str) -> str:
+def quarantine_copy(lake: Path, src: str | Path, key: str, reason: str) -> str:
     """Copy a rejected file to ``quarantine/<reason>/<key>``; return the quarantine key."""
     qkey = f"{QUARANTINE_ZONE}/{reason}/{key}"
     dst = lake / qkey
-    if src.exists():
+    if os.path.exists(src):
         with writing(dst) as tmp:
             shutil.copy2(src, tmp)
     else:

@@ -204,7 +204,7 @@ def _extract(
     hashes: Mapping[str, str],
 ) -> BatchOutcome:
     lineage = Lineage(batch_id, ingested_at)
-    files = [SourceFile(Path(p), o.key, o.etag, hashes.get(o.key)) for o, p in zip(objects, raw_paths, strict=True)]
+    files = [SourceFile(p, o.key, o.etag, hashes.get(o.key)) for o, p in zip(objects, raw_paths, strict=True)]
     lake_path = Path(lake)
     job = PreviewJob(lake_path, secret or "", previews) if previews is not None else None
     workers = workers or os.cpu_count() or 1

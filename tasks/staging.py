@@ -109,7 +109,7 @@ def stage_batch(
     staging = staging_lake_for(lake, scratch, batch_id)
     out = StagedBatch(batch_id, str(staging))
     failed: dict[str, str] = {}
-    local: dict[str, Path] = {}
+    local: dict[str, str | Path] = {}
     known: dict[str, tuple[str, bool]] = {}  # key -> (sha256, is a ZIP), when the copy computed them
     client = make_s3_client(access) if is_s3_url(source) or is_s3_url(lake) else None
     if is_s3_url(source):
@@ -151,12 +151,13 @@ def stage_batch(
         out.errors.append(_error_row(key, reason, detail, stage="fetch"))
     for index, obj in enumerate(o for o in objects if o.key in local):
         path = local[obj.key]
-        digest, archive = known[obj.key] if obj.key in known else (sha256_file(path), is_zip(path))
+        digest, archive = known[obj.key] if obj.key in known else (sha256_file(Path(path)), is_zip(Path(path)))
         out.hashes[obj.key] = digest
         if not archive:
             out.files.append(obj)
             out.paths.append(str(path))
             continue
+        path = Path(path)
         try:
             expanded = expand_archive(path, obj.key, work / "zip" / f"{index:06d}", limits=limits)
         except FileRejected as exc:

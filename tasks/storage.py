@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import BinaryIO
 
 from tasks.errors import SourceError
@@ -77,20 +78,21 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
         msg = f"source folder {str(root)!r} does not exist or is not a folder; pass --source DIR"
         raise SourceError(msg)
     found: list[ObjectInfo] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    root_dir = os.fspath(root)
+    skip = len(root_dir.rstrip(os.sep)) + 1  # dirpath[skip:] is the folder relative to root
+    # str paths and one lstat per file: pathlib would cost as much as the listing itself
+    for dirpath, dirnames, filenames in os.walk(root_dir):
         dirnames.sort()
+        folder = dirpath[skip:].replace(os.sep, "/")
         for name in filenames:
             if is_temporary(name):
                 continue
-            path = Path(dirpath, name)
-            key = path.relative_to(root).as_posix()
-            if path.is_symlink():  # listed, never followed: staging rejects it with a reason
-                found.append(ObjectInfo(key, 0, f"symlink-{path.lstat().st_mtime_ns}"))
-                continue
-            if not path.is_file():
-                continue
-            stat = path.stat()
-            found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
+            key = f"{folder}/{name}" if folder else name
+            st = os.lstat(os.path.join(dirpath, name))
+            if S_ISLNK(st.st_mode):  # listed, never followed: staging rejects it with a reason
+                found.append(ObjectInfo(key, 0, f"symlink-{st.st_mtime_ns}"))
+            elif S_ISREG(st.st_mode):
+                found.append(ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
     found.sort()
     return found
 
@@ -99,7 +101,7 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
 class RawCopy:
     """An object's copy in the raw zone, with what staging needs to know of its bytes."""
 
-    path: Path
+    path: str
     sha256: str
     head: bytes  # the first bytes: enough to tell a ZIP archive
 
@@ -127,10 +129,10 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
         except FileNotFoundError:
             d = None
         if d is not None and s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
-            out.append(RawCopy(Path(dst), *_hashed_copy(dst, None, d.st_size)))
+            out.append(RawCopy(dst, *_hashed_copy(dst, None, d.st_size)))
             continue
         digest, head = _hashed_copy(src, dst, s.st_size, times_ns=(s.st_atime_ns, s.st_mtime_ns))
-        out.append(RawCopy(Path(dst), digest, head))  # mtime kept: the size+mtime check above relies on it
+        out.append(RawCopy(dst, digest, head))  # mtime kept: the size+mtime check above relies on it
     return out
 
 
