@@ -36,7 +36,7 @@ class DicomPipelineSettings(Block):
     lake: str = Field(default="data/lake", description="Lake root: a folder or s3://bucket/prefix.")
     warehouse: str = Field(default="data/warehouse.duckdb", description="DuckDB file (local target).")
     dbt_target: str = Field(default="duckdb", description="profiles.yml target: duckdb or snowflake.")
-    batch_size: int = Field(default=500, ge=1, description="Files per batch (one task per stage and batch).")
+    batch_size: int = Field(default=1000, ge=1, description="Files per batch (one task per stage and batch).")
     deid_secret: SecretStr = Field(description="Key of the HMAC pseudonyms. Never logged.")
     compression: str = Field(
         default="local",
@@ -143,7 +143,7 @@ def resolve_config(
             lake=str(data_dir / "lake"),
             warehouse=str(data_dir / "warehouse.duckdb"),
             dbt_target="duckdb",
-            batch_size=500,
+            batch_size=1000,
             deid_secret=local_secret(data_dir),
         )
     return PipelineConfig(

@@ -181,7 +181,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=None, help="files per batch (default 500)")
+    p.add_argument("--batch-size", type=int, default=None, help="files per batch (default 1000)")
     p.add_argument("--no-previews", action="store_true", help="skip rendering preview JPEGs")
     p.add_argument("--no-dbt", action="store_true", help="write the lake only; do not build the warehouse")
     p.add_argument(

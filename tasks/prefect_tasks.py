@@ -7,7 +7,7 @@ once as a ``DiskFullError`` naming the folder (``tasks.files.disk_full_reported`
 
 No task caches (``NO_CACHE``): the lake's manifest decides what is done, some inputs hold
 the de-identification secret or credentials, and Prefect's default policy would hash
-every input of every task run (the 500 objects of a batch: ~2 s of a 20,000-file run).
+every input of every task run (the objects of a batch: ~2 s of a 20,000-file run).
 """
 
 from __future__ import annotations
