@@ -100,6 +100,11 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
         # fail before a Prefect server is started for nothing
         msg = f"source folder {str(local_source)!r} does not exist or is not a folder; pass --source DIR"
         raise SourceError(msg)
+    if not args.dask_address:
+        from tasks.pool import warm_process_pool
+
+        # the pool's fork server imports the readers on the other core while Prefect is imported here
+        warm_process_pool()
     api = use_prefect_server()
     from flows.ingest import ingest_dicom
     from flows.runners import batch_task_runner

@@ -29,9 +29,9 @@ from tasks.prefect_tasks import (
     publish_to_lake,
     read_manifest,
     stage_to_scratch,
-    warm_process_pool,
 )
 from tasks.lake import sweep_partials
+from tasks.pool import warm_process_pool
 from tasks.storage import batch_id, chunk
 from tasks.staging import staging_lake_for
 from tasks.storage_s3 import is_s3_url, render_prefix

@@ -12,13 +12,8 @@ every input of every task run (the objects of a batch: ~2 s of a 20,000-file run
 
 from __future__ import annotations
 
-import atexit
-import functools
-import multiprocessing
 import os
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +30,8 @@ from tasks.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extra
 from tasks.files import disk_full_reported, is_disk_full
 from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
 from tasks.manifest import processed_versions, read_local_manifest
-from tasks.preview import PreviewOptions, make_process_pool, render_batch
+from tasks.pool import reset_process_pool, shared_process_pool
+from tasks.preview import PreviewOptions, render_batch
 from tasks.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch
 from tasks.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
 from tasks.storage import ObjectInfo, list_local_objects
@@ -212,7 +208,7 @@ def _extract(
     try:
         frames = extract_batch(files, lineage, executor=executor, parts=workers, previews=job).frames
     except BrokenProcessPool:  # a worker died (killed, out of memory): drop the pool, go on serially
-        _pool.cache_clear()
+        reset_process_pool()
         frames = extract_batch(files, lineage, previews=job).frames
     errors = frames[INGEST_ERRORS.name]
     if errors.height:
@@ -243,45 +239,12 @@ def _extract(
     return BatchOutcome(batch_id=batch_id, rows=rows, errors=error_rows, pixel_images=pixel_images)
 
 
-def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """The process pool extraction, preview and archive tasks share (one per process, reused).
-
-    Workers start once (forkserver) and stay for the life of the process, so a batch
-    pays no start-up cost; ``workers <= 1`` renders in the task's own thread.
-    """
-    if workers <= 1 or multiprocessing.current_process().daemon:
-        # a daemonic process (a Dask or multiprocessing worker) may not start children:
-        # there the cluster already spreads batches over cores
-        return None
-    with _POOL_LOCK:  # batches run on several threads; start one pool, not one each
-        return _pool(workers)
-
-
-_POOL_LOCK = threading.Lock()
-
-
-def warm_process_pool(workers: int | None = None) -> None:
-    """Start the shared pool's workers now, in the background, so the first batch finds them ready."""
-    n = workers or os.cpu_count() or 1
-    pool = shared_process_pool(n)
-    if pool is not None:
-        for _ in range(n):
-            pool.submit(int)
-
-
-@functools.cache
-def _pool(workers: int) -> ProcessPoolExecutor:
-    pool = make_process_pool(workers)
-    atexit.register(pool.shutdown, wait=False, cancel_futures=True)
-    return pool
-
-
 def _on_pool(fn, workers: int):  # noqa: ANN001, ANN202 - fn(executor) -> result
     """Run ``fn`` on the shared pool; if a worker died (out of memory), once more in-thread."""
     try:
         return fn(shared_process_pool(workers))
     except BrokenProcessPool:
-        _pool.cache_clear()
+        reset_process_pool()
         get_run_logger().warning("A preview worker process died; rendering this batch in-process")
         return fn(None)
 

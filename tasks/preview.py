@@ -8,9 +8,8 @@ batch, optionally on a process pool so a batch uses every core.
 from __future__ import annotations
 
 import io
-import multiprocessing
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,6 @@ __all__ = [
     "Preview",
     "PreviewOptions",
     "encode_jpeg",
-    "make_process_pool",
     "middle_frame",
     "preview_key",
     "render_batch",
@@ -241,31 +239,6 @@ def _render_file_star(args: tuple) -> tuple[dict | None, dict | None]:
     return render_file(*args)
 
 
-def _warm_worker() -> None:
-    """Import the decoders and the JPEG encoder when a worker starts, not in its first batch."""
-    import jpeg_ls  # noqa: F401
-    import libjpeg  # noqa: F401
-    import openjpeg  # noqa: F401
-    from PIL import JpegImagePlugin  # noqa: F401
-    from pydicom.pixels.decoders import pyjpegls, pylibjpeg  # noqa: F401
-
-    import tasks.transcode  # noqa: F401
-
-
-def make_process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`render_batch` and extraction (forkserver: safe beside Prefect's threads).
-
-    Workers import extraction and the decoders when they start; reuse the pool across batches.
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        # the fork server imports these once; workers fork from it with them loaded
-        context.set_forkserver_preload(["tasks.extract", "tasks.preview", "tasks.transcode"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_warm_worker)
-
-
 def render_batch(
     lake: Path,
     images: Sequence[tuple[Path, str, str]],
@@ -288,7 +261,7 @@ def render_batch(
     options : PreviewOptions, optional
         Size, quality and frames; ``max_size``/``quality`` override its fields.
     executor : concurrent.futures.Executor, optional
-        Run the files on this pool (see :func:`make_process_pool`); in this process if None.
+        Run the files on this pool (see :func:`tasks.pool.make_process_pool`); in this process if None.
 
     Returns
     -------

@@ -64,7 +64,8 @@ def cmd_bench_previews(args: argparse.Namespace) -> int:
     import pydicom
 
     from tasks.bench_data import write_ct_slices
-    from tasks.preview import PreviewOptions, make_process_pool, render_batch
+    from tasks.pool import make_process_pool
+    from tasks.preview import PreviewOptions, render_batch
 
     with tempfile.TemporaryDirectory(prefix="bench-previews-") as tmp:
         root = Path(tmp)

@@ -118,7 +118,7 @@ def test_multiframe_renders_middle_frame_and_optionally_every_frame(pydicom_dir,
 
 
 def test_process_pool_gives_the_same_rows_as_in_process(pydicom_dir, tmp_path, secret):
-    from tasks.preview import make_process_pool
+    from tasks.pool import make_process_pool
 
     names = ["CT_small.dcm", "MR_small.dcm", "examples_palette.dcm", "JPEG-lossy.dcm", "rtdose.dcm"]
     images = [(pydicom_dir / n, n, f"1.2.{i}") for i, n in enumerate(names)]
