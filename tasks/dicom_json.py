@@ -53,6 +53,12 @@ NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "
 FAST_VRS = BINARY_VRS | TEXT_MULTI | TEXT_SINGLE | ASCII_MULTI | set(NUMBER_FORMATS) | {
     "AE", "UI", "UR", "PN", "AT", "SQ"
 }
+#: VRs decoded here from raw bytes; ``UN`` and ``SQ`` take pydicom's path.
+DIRECT_VRS = FAST_VRS - {"UN", "SQ"}
+#: Default-repertoire VRs split on ``\\`` as they are (UI), or each value stripped too (DS, IS).
+_ASCII_SPLIT = ASCII_MULTI | {"UI"}
+#: One binary number, the common case of US/UL/FL...: compiled once, by VR and byte order.
+_ONE_NUMBER = {(vr, little): struct.Struct(("<" if little else ">") + fmt) for vr, fmt in NUMBER_FORMATS.items() for little in (True, False)}
 
 #: ``(vr, values)``: the text view of one element; ``values`` is ``None`` for bytes and sequences.
 TextView = tuple[str, list[Any] | None]
@@ -113,16 +119,17 @@ def decode_dataset(
     for tag, elem in elements.items():
         key = "%08X" % tag
         if isinstance(elem, RawDataElement):
-            if elem.value is not None and elem.length != UNDEFINED_LENGTH and len(elem.value) < elem.length:
+            value, length = elem.value, elem.length
+            if value is not None and length != UNDEFINED_LENGTH and len(value) < length:
                 _check_length(elem)
             vr = elem.VR or _dictionary_vr(tag)
-            if elem.value is None and vr in BINARY_VRS and elem.length not in (0, UNDEFINED_LENGTH):
+            if value is None and vr in BINARY_VRS and length not in (0, UNDEFINED_LENGTH):
                 # deferred by dcmread (a large file): never read, only described
-                body[key] = {"vr": vr, "BulkDataURI": drop_uri(tag, vr, elem.length)}
+                body[key] = {"vr": vr, "BulkDataURI": drop_uri(tag, vr, length)}
                 if text is not None:
                     text[tag] = (vr, None)
                 continue
-            if vr in FAST_VRS and vr != "UN" and vr != "SQ":
+            if vr in DIRECT_VRS:
                 view, json_elem = _decode_raw(elem, vr, encodings, bulk_threshold)
                 body[key] = json_elem
                 if text is not None:
@@ -162,15 +169,24 @@ def _dictionary_vr(tag: int) -> str | None:
 
 def _decode_raw(elem: RawDataElement, vr: str, encodings: list[str], bulk_threshold: int) -> tuple[TextView, dict]:
     raw = elem.value or b""
-    if vr in BINARY_VRS:
-        return (vr, None), _binary_json(elem.tag, vr, raw, bulk_threshold)
     values: list[Any]
-    if vr in NUMBER_FORMATS:
-        fmt = NUMBER_FORMATS[vr]
-        size = struct.calcsize(f"<{fmt}")
-        count = len(raw) // size
-        order = "<" if elem.is_little_endian else ">"
-        values = list(struct.unpack(f"{order}{count}{fmt}", raw[: count * size]))
+    # the checks in order of how often they match in a typical header
+    if vr in _ASCII_SPLIT:
+        values = raw.decode(DEFAULT_ENCODING).rstrip(" \x00").split("\\")
+        if vr == "DS" or vr == "IS":
+            values = [v.strip() for v in values]
+    elif vr in TEXT_MULTI:
+        values = [v.rstrip("\x00 ") for v in _decode_text(raw, encodings).split("\\")]
+    elif vr in NUMBER_FORMATS:
+        one = _ONE_NUMBER[vr, elem.is_little_endian]
+        if len(raw) == one.size:
+            values = list(one.unpack(raw))
+        else:
+            count = len(raw) // one.size
+            order = "<" if elem.is_little_endian else ">"
+            values = list(struct.unpack(f"{order}{count}{NUMBER_FORMATS[vr]}", raw[: count * one.size]))
+    elif vr in BINARY_VRS:
+        return (vr, None), _binary_json(elem.tag, vr, raw, bulk_threshold)
     elif vr == "AT":
         order = "<" if elem.is_little_endian else ">"
         count = len(raw) // 4
@@ -178,18 +194,12 @@ def _decode_raw(elem: RawDataElement, vr: str, encodings: list[str], bulk_thresh
         values = [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]
     elif vr == "PN":
         values = _decode_pn(raw, encodings)
-    elif vr in TEXT_MULTI:
-        values = [v.rstrip("\x00 ") for v in _decode_text(raw, encodings).split("\\")]
     elif vr in TEXT_SINGLE:
         values = [_decode_text(raw, encodings).rstrip("\x00 ")]
     elif vr == "AE":
         values = [v.strip() for v in raw.decode(DEFAULT_ENCODING).split("\\")]
-    elif vr == "UR":
+    else:  # UR
         values = [raw.decode(DEFAULT_ENCODING).rstrip()]
-    else:  # ASCII_MULTI and UI
-        values = raw.decode(DEFAULT_ENCODING).rstrip(" \x00").split("\\")
-        if vr in ("DS", "IS"):
-            values = [v.strip() for v in values]
     if len(values) == 1 and values[0] == "":
         values = []
     return (vr, values), _value_json(vr, values)
