@@ -305,6 +305,11 @@ def _coerce(values: list[Any] | None, kind: type, is_list: bool) -> Any:
     """
     if not values:
         return None
+    if not is_list and len(values) == 1:  # the common case, without the list below
+        v = values[0]
+        if v is None:
+            return None
+        return (v if isinstance(v, str) else str(v)).rstrip(" \x00") if kind is str else _to_number(v, kind)
     out: list[Any] = []
     for v in values:
         if v is None:
