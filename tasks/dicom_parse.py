@@ -39,6 +39,18 @@ _IMPLICIT = struct.Struct("<HHI")
 _LONG_LENGTH = struct.Struct("<I")
 #: Values shorter than this are copied out of a mapped file; longer ones stay views.
 MAPPED_INLINE = 1 << 16
+#: ``RawDataElement``'s fields after ``is_little_endian`` at their defaults: the tuple is built
+#: with ``tuple.__new__``, without the namedtuple's Python-level constructor (a third of the
+#: cost of an element here). Checked against the installed pydicom; else its constructor.
+_FIELDS = ("tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian")
+if RawDataElement._fields[: len(_FIELDS)] == _FIELDS:
+    _DEFAULTS = tuple(RawDataElement._field_defaults[f] for f in RawDataElement._fields[len(_FIELDS) :])
+    _new_raw = tuple.__new__
+else:  # pragma: no cover - a pydicom whose RawDataElement changed shape
+    _DEFAULTS = ()
+
+    def _new_raw(cls: type, values: tuple) -> RawDataElement:
+        return cls(*values)
 
 
 def parse_simple(data: bytes | memoryview) -> Dataset | None:
@@ -91,6 +103,7 @@ def _read_elements(
     unpack_long = _LONG_LENGTH.unpack_from
     implicit = not explicit
     mapped = isinstance(data, memoryview)
+    new_raw, tail = _new_raw, _DEFAULTS
     while offset + 8 <= size:
         if explicit:
             group, elem, vr_bytes, length = unpack_header(data, offset)
@@ -120,14 +133,14 @@ def _read_elements(
             if end is None:
                 return None, offset
             value = data[start:end]
-            out[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+            out[tag] = new_raw(RawDataElement, (BaseTag(tag), vr, length, value, start, implicit, True) + tail)
             offset = end + 8
             continue
         end = start + length
         value = data[start:end]  # shorter than ``length`` when the file is cut: reported later
         if mapped and length < MAPPED_INLINE:
             value = bytes(value)  # header values as bytes; only bulk values stay views of the map
-        out[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+        out[tag] = new_raw(RawDataElement, (BaseTag(tag), vr, length, value, start, implicit, True) + tail)
         offset = end
     return out, offset
 
