@@ -8,6 +8,7 @@ batch, optionally on a process pool so a batch uses every core.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ def preview_key(image_id: str, frame: int | None = None) -> str:
 
 def write_preview(lake: Path, key: str, preview: Preview) -> None:
     """Store preview bytes under ``lake/key`` atomically."""
-    write_atomic(lake / key, preview.jpeg)
+    write_atomic(os.path.join(lake, key), preview.jpeg)  # no Path: one per image adds up
 
 
 def render_file(
