@@ -22,6 +22,10 @@ from tasks.storage_s3 import S3Access
 
 DEFAULT_DATA_DIR = Path("data")
 SECRET_ENV = "DICOM_ETL_DEID_SECRET"
+#: Files per batch: each batch costs three task runs, ~50-80 ms of the Prefect server's CPU each.
+DEFAULT_BATCH_SIZE = 2000
+#: Bytes per batch: three batches in flight stay within ~3 GiB of scratch disk (S3 sources).
+DEFAULT_BATCH_BYTES = 1 << 30
 
 
 class DicomPipelineSettings(Block):
@@ -36,7 +40,13 @@ class DicomPipelineSettings(Block):
     lake: str = Field(default="data/lake", description="Lake root: a folder or s3://bucket/prefix.")
     warehouse: str = Field(default="data/warehouse.duckdb", description="DuckDB file (local target).")
     dbt_target: str = Field(default="duckdb", description="profiles.yml target: duckdb or snowflake.")
-    batch_size: int = Field(default=1000, ge=1, description="Files per batch (one task per stage and batch).")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="Most files per batch (one task per stage and batch).")
+    batch_bytes: int = Field(
+        default=DEFAULT_BATCH_BYTES,
+        ge=1,
+        description="Most bytes per batch: a batch ends at batch_size files or at this size, whichever comes "
+        "first (bounds the scratch disk of downloaded batches in flight).",
+    )
     deid_secret: SecretStr = Field(description="Key of the HMAC pseudonyms. Never logged.")
     compression: str = Field(
         default="local",
@@ -77,6 +87,7 @@ class PipelineConfig:
     deid_secret: str
     aws_credentials_block: str | None = None
     snowflake_connector_block: str | None = None
+    batch_bytes: int = DEFAULT_BATCH_BYTES
 
     def __repr__(self) -> str:  # never print the secret
         return (
@@ -110,6 +121,7 @@ def resolve_config(
     lake: str | None = None,
     warehouse: str | None = None,
     batch_size: int | None = None,
+    batch_bytes: int | None = None,
     data_dir: Path = DEFAULT_DATA_DIR,
 ) -> PipelineConfig:
     """Settings for a run: the named block's values (or local defaults), then explicit overrides.
@@ -119,7 +131,7 @@ def resolve_config(
     settings_block : str, optional
         Name of a saved ``DicomPipelineSettings`` block; ``$DICOM_ETL_SETTINGS_BLOCK`` if
         not given; local defaults if neither.
-    source, lake, warehouse, batch_size : optional
+    source, lake, warehouse, batch_size, batch_bytes : optional
         Values that win over the block's (command-line flags, flow parameters).
     """
     name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
@@ -135,6 +147,7 @@ def resolve_config(
             deid_secret=block.deid_secret.get_secret_value(),
             aws_credentials_block=block.aws_credentials_block,
             snowflake_connector_block=block.snowflake_connector_block,
+            batch_bytes=block.batch_bytes,
         )
     else:
         base = PipelineConfig(
@@ -143,7 +156,7 @@ def resolve_config(
             lake=str(data_dir / "lake"),
             warehouse=str(data_dir / "warehouse.duckdb"),
             dbt_target="duckdb",
-            batch_size=1000,
+            batch_size=DEFAULT_BATCH_SIZE,
             deid_secret=local_secret(data_dir),
         )
     return PipelineConfig(
@@ -156,6 +169,7 @@ def resolve_config(
         deid_secret=base.deid_secret,
         aws_credentials_block=base.aws_credentials_block,
         snowflake_connector_block=base.snowflake_connector_block,
+        batch_bytes=batch_bytes or base.batch_bytes,
     )
 
 

@@ -118,6 +118,7 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
             lake=lake,
             warehouse=warehouse,
             batch_size=args.batch_size,
+            batch_bytes=args.batch_bytes,
             previews=not args.no_previews,
             run_dbt=not args.no_dbt,
             settings_block=args.settings_block,
@@ -186,7 +187,10 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=None, help="files per batch (default 1000)")
+    p.add_argument("--batch-size", type=int, default=None, help="most files per batch (default 2000)")
+    p.add_argument(
+        "--batch-bytes", type=int, default=None, help="most bytes per batch (default 1 GiB; the first batches are smaller)"
+    )
     p.add_argument("--no-previews", action="store_true", help="skip rendering preview JPEGs")
     p.add_argument("--no-dbt", action="store_true", help="write the lake only; do not build the warehouse")
     p.add_argument(

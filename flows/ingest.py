@@ -32,7 +32,7 @@ from tasks.prefect_tasks import (
 )
 from tasks.lake import sweep_partials
 from tasks.pool import warm_process_pool
-from tasks.storage import batch_id, chunk
+from tasks.storage import batch_id, plan_batches
 from tasks.staging import staging_lake_for
 from tasks.storage_s3 import is_s3_url, render_prefix
 
@@ -43,6 +43,7 @@ def ingest_dicom(
     lake: str | None = None,
     warehouse: str | None = None,
     batch_size: int | None = None,
+    batch_bytes: int | None = None,
     previews: bool = True,
     run_dbt: bool = True,
     settings_block: str | None = None,
@@ -53,7 +54,9 @@ def ingest_dicom(
     transcode: bool = False,
 ) -> dict:
     """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse."""
-    config = resolve_config(settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size)
+    config = resolve_config(
+        settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size, batch_bytes=batch_bytes
+    )
     access = resolve_s3_access(config)
     logger = get_run_logger()
     ingested_at = datetime.now(UTC)
@@ -77,7 +80,7 @@ def ingest_dicom(
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
         preview_args = {"previews": PreviewOptions(), "secret": config.deid_secret} if fused else {}
-        batches = list(chunk(objects, config.batch_size))
+        batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
         # holds a thread, and staging far ahead would fill the scratch disk (S3 downloads)

@@ -189,6 +189,50 @@ def chunk(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+#: The first batches take this fraction of both limits (1/8, 1/4, 1/2): extraction starts
+#: on a small first batch while the next are staged, instead of idling while a full one
+#: is copied or downloaded.
+RAMP = (8, 4, 2)
+
+
+def plan_batches(objects: Sequence[ObjectInfo], size: int, max_bytes: int | None = None) -> Iterator[Sequence[ObjectInfo]]:
+    """Consecutive batches of at most ``size`` objects and ``max_bytes`` bytes, the first ones smaller.
+
+    A batch holds one object at least, however large it is. The first three batches take
+    an eighth, a quarter and half of both limits (:data:`RAMP`).
+
+    Parameters
+    ----------
+    objects : sequence of ObjectInfo
+    size : int
+        Most objects in a batch.
+    max_bytes : int, optional
+        Most bytes in a batch (the scratch disk a downloaded batch takes); no limit if None.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` or ``max_bytes`` is not positive.
+    """
+    if size < 1:
+        msg = f"batch size must be at least 1, got {size}; pass --batch-size N"
+        raise ValueError(msg)
+    if max_bytes is not None and max_bytes < 1:
+        msg = f"batch bytes must be at least 1, got {max_bytes}; pass --batch-bytes N"
+        raise ValueError(msg)
+    start, index = 0, 0
+    while start < len(objects):
+        divisor = RAMP[index] if index < len(RAMP) else 1
+        most = max(1, size // divisor)
+        room = None if max_bytes is None else max(1, max_bytes // divisor)
+        end, total = start + 1, objects[start].size
+        while end < len(objects) and end - start < most and (room is None or total + objects[end].size <= room):
+            total += objects[end].size
+            end += 1
+        yield objects[start:end]
+        start, index = end, index + 1
+
+
 def batch_id(objects: Sequence[ObjectInfo]) -> str:
     """A deterministic id for a batch: the same objects and versions give the same id.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import SourceError
-from tasks.storage import batch_id, chunk, copy_local_objects, list_local_objects
+from tasks.storage import ObjectInfo, batch_id, chunk, copy_local_objects, list_local_objects, plan_batches
 
 
 def test_lists_nested_files_with_any_name_hidden_ones_too(tmp_path):
@@ -137,3 +137,30 @@ def test_batches_and_ids_are_deterministic(tmp_path):
     assert batch_id(batches[0]) != batch_id(batches[1])
     with pytest.raises(ValueError, match="batch-size"):
         list(chunk(objects, 0))
+
+
+def _objects(sizes: list[int]) -> list[ObjectInfo]:
+    return [ObjectInfo(f"k{i:04d}", size, f"e{i}") for i, size in enumerate(sizes)]
+
+
+def test_batches_ramp_up_then_hold_the_file_limit():
+    objects = _objects([10] * 100)
+    batches = list(plan_batches(objects, 16))
+    assert [len(b) for b in batches] == [2, 4, 8, 16, 16, 16, 16, 16, 6]
+    assert [o for b in batches for o in b] == objects  # every object once, in order
+
+
+def test_batches_end_at_the_byte_limit_and_a_large_object_goes_alone():
+    objects = _objects([100, 300, 200, 5000, 100, 100, 400, 400, 400])
+    batches = list(plan_batches(objects, 1000, max_bytes=800))
+    # limits 100, 200, 400 bytes for the first three batches, then 800
+    assert [[o.size for o in b] for b in batches] == [[100], [300], [200], [5000], [100, 100, 400], [400, 400]]
+    assert all(sum(o.size for o in b) <= 800 or len(b) == 1 for b in batches)
+
+
+def test_batch_limits_must_be_positive():
+    with pytest.raises(ValueError, match="batch-size"):
+        list(plan_batches(_objects([1]), 0))
+    with pytest.raises(ValueError, match="batch-bytes"):
+        list(plan_batches(_objects([1]), 10, max_bytes=0))
+    assert list(plan_batches([], 10)) == []
