@@ -15,8 +15,11 @@ removes at the end, even on failure)::
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +72,20 @@ def batch_dir(scratch: Path, batch_id: str) -> Path:
 def staging_lake_for(lake: str, scratch: Path, batch_id: str) -> Path:
     """Where a batch writes its tables: the lake itself if local, else a scratch folder."""
     return batch_dir(scratch, batch_id) / "lake" if is_s3_url(lake) else Path(lake)
+
+
+def staging_turn(source: str) -> AbstractContextManager:
+    """Wait for this process's turn to stage a batch from ``source``; hold it for the block.
+
+    Batches from a folder are staged one at a time in a process: their copies all need
+    the process's interpreter, so side by side they only slow each other, and the first
+    batch reaches the idle extraction workers later (0.8 s instead of 0.3 s at 1,000
+    files). S3 batches overlap: they mostly wait on the network.
+    """
+    return contextlib.nullcontext() if is_s3_url(source) else _FOLDER_STAGING
+
+
+_FOLDER_STAGING = threading.Lock()
 
 
 def stage_batch(
