@@ -23,7 +23,7 @@ from tasks.storage_s3 import S3Access
 DEFAULT_DATA_DIR = Path("data")
 SECRET_ENV = "DICOM_ETL_DEID_SECRET"
 #: Files per batch: each batch costs three task runs, ~50-80 ms of the Prefect server's CPU each.
-DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_SIZE = 1000
 #: Bytes per batch: three batches in flight stay within ~3 GiB of scratch disk (S3 sources).
 DEFAULT_BATCH_BYTES = 1 << 30
 

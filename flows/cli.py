@@ -187,7 +187,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=None, help="most files per batch (default 2000)")
+    p.add_argument("--batch-size", type=int, default=None, help="most files per batch (default 1000)")
     p.add_argument(
         "--batch-bytes", type=int, default=None, help="most bytes per batch (default 1 GiB; the first batches are smaller)"
     )
