@@ -191,15 +191,17 @@ def chunk(items: Sequence, size: int) -> Iterator[Sequence]:
 
 #: The first batches take this fraction of both limits (1/8, 1/4, 1/2): extraction starts
 #: on a small first batch while the next are staged, instead of idling while a full one
-#: is copied or downloaded.
+#: is copied or downloaded. Batches under RAMP_FROM files stage in moments: no ramp.
 RAMP = (8, 4, 2)
+RAMP_FROM = 100
 
 
 def plan_batches(objects: Sequence[ObjectInfo], size: int, max_bytes: int | None = None) -> Iterator[Sequence[ObjectInfo]]:
     """Consecutive batches of at most ``size`` objects and ``max_bytes`` bytes, the first ones smaller.
 
-    A batch holds one object at least, however large it is. The first three batches take
-    an eighth, a quarter and half of both limits (:data:`RAMP`).
+    A batch holds one object at least, however large it is. With ``size`` of
+    :data:`RAMP_FROM` or more, the first three batches take an eighth, a quarter and half
+    of both limits (:data:`RAMP`).
 
     Parameters
     ----------
@@ -222,7 +224,7 @@ def plan_batches(objects: Sequence[ObjectInfo], size: int, max_bytes: int | None
         raise ValueError(msg)
     start, index = 0, 0
     while start < len(objects):
-        divisor = RAMP[index] if index < len(RAMP) else 1
+        divisor = RAMP[index] if index < len(RAMP) and size >= RAMP_FROM else 1
         most = max(1, size // divisor)
         room = None if max_bytes is None else max(1, max_bytes // divisor)
         end, total = start + 1, objects[start].size

@@ -144,10 +144,11 @@ def _objects(sizes: list[int]) -> list[ObjectInfo]:
 
 
 def test_batches_ramp_up_then_hold_the_file_limit():
-    objects = _objects([10] * 100)
-    batches = list(plan_batches(objects, 16))
-    assert [len(b) for b in batches] == [2, 4, 8, 16, 16, 16, 16, 16, 6]
+    objects = _objects([10] * 1000)
+    batches = list(plan_batches(objects, 160))
+    assert [len(b) for b in batches] == [20, 40, 80, 160, 160, 160, 160, 160, 60]
     assert [o for b in batches for o in b] == objects  # every object once, in order
+    assert [len(b) for b in plan_batches(objects[:40], 16)] == [16, 16, 8]  # small batches: no ramp
 
 
 def test_batches_end_at_the_byte_limit_and_a_large_object_goes_alone():
