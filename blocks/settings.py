@@ -17,8 +17,8 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from tasks.snowflake import NETWORK_TIMEOUT
-from tasks.storage_s3 import S3Access
+from tasks.warehouse.snowflake import NETWORK_TIMEOUT
+from tasks.lake.s3 import S3Access
 
 DEFAULT_DATA_DIR = Path("data")
 SECRET_ENV = "DICOM_ETL_DEID_SECRET"

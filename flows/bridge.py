@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.notifications import (
+from tasks.events.notifications import (
     CreatedObject,
     PoisonMessage,
     arrival_event,
@@ -30,7 +30,7 @@ from tasks.notifications import (
     parse_s3_notification,
     settled_objects,
 )
-from tasks.storage import list_local_objects
+from tasks.lake.storage import list_local_objects
 
 logger = logging.getLogger("dicom_etl.bridge")
 

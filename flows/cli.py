@@ -74,7 +74,7 @@ def print_summary(summary: dict, api: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.synthetic import copy_pydicom_test_files, generate_studies
+    from tasks.dicom.synthetic import copy_pydicom_test_files, generate_studies
 
     root = Path(args.data_dir)
     incoming = root / "incoming"

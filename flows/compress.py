@@ -22,7 +22,7 @@ from prefect.futures import PrefectFuture
 from blocks.settings import DicomPipelineSettings, PipelineConfig, resolve_config
 from tasks.errors import CompressionError
 from tasks.prefect_tasks import BatchOutcome, compress_remote, render_previews
-from tasks.storage import RAW_ZONE
+from tasks.lake.storage import RAW_ZONE
 
 DEFAULT_DEPLOYMENT = "compress-dicom/remote"
 

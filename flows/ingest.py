@@ -20,8 +20,8 @@ from blocks.settings import resolve_config, resolve_s3_access, temporary_environ
 from flows.runners import IN_FLIGHT_BATCHES, TASKS_PER_BATCH, THREADS
 from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
-from tasks.manifest import pending_objects
-from tasks.preview import PreviewOptions
+from tasks.lake.manifest import pending_objects
+from tasks.pixels.preview import PreviewOptions
 from tasks.prefect_tasks import (
     extract_staged,
     list_source,
@@ -30,11 +30,11 @@ from tasks.prefect_tasks import (
     read_manifest,
     stage_to_scratch,
 )
-from tasks.lake import sweep_partials
+from tasks.lake.tables import sweep_partials
 from tasks.pool import warm_process_pool
-from tasks.storage import batch_id, plan_batches
-from tasks.staging import staging_lake_for
-from tasks.storage_s3 import is_s3_url, render_prefix
+from tasks.lake.storage import batch_id, plan_batches
+from tasks.lake.staging import staging_lake_for
+from tasks.lake.s3 import is_s3_url, render_prefix
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)

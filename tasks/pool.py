@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 
 #: What the fork server imports once; workers fork from it with these loaded.
-PRELOAD = ["tasks.extract", "tasks.preview", "tasks.transcode"]
+PRELOAD = ["tasks.dicom.extract", "tasks.pixels.preview", "tasks.pixels.transcode"]
 
 
 def make_process_pool(workers: int) -> ProcessPoolExecutor:
@@ -42,7 +42,7 @@ def _warm_worker() -> None:
     from PIL import JpegImagePlugin  # noqa: F401
     from pydicom.pixels.decoders import pyjpegls, pylibjpeg  # noqa: F401
 
-    import tasks.transcode  # noqa: F401
+    import tasks.pixels.transcode  # noqa: F401
 
 
 def shared_process_pool(workers: int) -> ProcessPoolExecutor | None:

@@ -3,7 +3,7 @@
 Retries apply to I/O only: ``retry_on_io`` refuses to retry a project error (a bad
 input, a missing folder), so a corrupt file is never retried, nor a full disk: it does
 not free itself within the backoff, so every task that writes local files reports it at
-once as a ``DiskFullError`` naming the folder (``tasks.files.disk_full_reported``).
+once as a ``DiskFullError`` naming the folder (``tasks.lake.files.disk_full_reported``).
 
 No task caches (``NO_CACHE``): the lake's manifest decides what is done, some inputs hold
 the de-identification secret or credentials, and Prefect's default policy would hash
@@ -24,18 +24,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.entities import INGEST_ERRORS, PREVIEWS
+from tasks.dicom.entities import INGEST_ERRORS, PREVIEWS
 from tasks.errors import CompressionError, DicomEtlError, SnowflakeUnreachable
-from tasks.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extract_batch
-from tasks.files import disk_full_reported, is_disk_full
-from tasks.lake import ensure_table_schemas, quarantine_copy, table_path, write_tables
-from tasks.manifest import processed_versions, read_local_manifest
+from tasks.dicom.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extract_batch
+from tasks.lake.files import disk_full_reported, is_disk_full
+from tasks.lake.tables import ensure_table_schemas, quarantine_copy, table_path, write_tables
+from tasks.lake.manifest import processed_versions, read_local_manifest
 from tasks.pool import reset_process_pool, shared_process_pool
-from tasks.preview import PreviewOptions, render_batch
-from tasks.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch, staging_turn
-from tasks.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
-from tasks.storage import ObjectInfo, list_local_objects
-from tasks.storage_s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
+from tasks.pixels.preview import PreviewOptions, render_batch
+from tasks.lake.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch, staging_turn
+from tasks.pixels.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
+from tasks.lake.storage import ObjectInfo, list_local_objects
+from tasks.lake.s3 import S3Access, is_s3_url, is_transient, list_s3_objects, make_s3_client, parse_s3_url
 
 
 def _failure(state) -> BaseException | None:  # noqa: ANN001 - a Prefect State
@@ -356,9 +356,9 @@ def _compressed_rows(lake: Path, batch: str, ingested_at: datetime) -> dict:
 @task(name="write-pseudonym-map", cache_policy=NO_CACHE, **IO_RETRIES)
 def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
     """Compute the pseudonym map of the lake and write it beside the DuckDB warehouse."""
-    from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules, write_pseudonyms_duckdb
+    from tasks.warehouse.pseudonyms import collect_identifiers, pseudonym_table, read_rules, write_pseudonyms_duckdb
 
-    from tasks.warehouse import deid_database
+    from tasks.warehouse.dbt import deid_database
 
     table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
     with disk_full_reported(Path(warehouse).parent):
@@ -370,8 +370,8 @@ def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
 @task(name="load-snowflake", cache_policy=NO_CACHE, **SNOWFLAKE_RETRIES)
 def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict) -> dict[str, int]:  # noqa: ANN001 - a SnowflakeConnector block
     """Load the lake's raw tables and the pseudonym map into Snowflake (PUT + COPY INTO)."""
-    from tasks.pseudonyms import collect_identifiers, pseudonym_table, read_rules
-    from tasks.snowflake import load_raw_tables, snowflake_session, write_pseudonyms_snowflake
+    from tasks.warehouse.pseudonyms import collect_identifiers, pseudonym_table, read_rules
+    from tasks.warehouse.snowflake import load_raw_tables, snowflake_session, write_pseudonyms_snowflake
 
     table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
     with snowflake_session(connector, connect_kwargs) as connection:

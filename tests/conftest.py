@@ -27,7 +27,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic multi-patient set (3 patients, CT/MR/CR/US/OT)."""
-    from tasks.synthetic import generate_studies
+    from tasks.dicom.synthetic import generate_studies
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_studies(root, patients=3, studies_per_patient=2, series_per_study=2, images_per_series=2, seed=11)

@@ -5,7 +5,7 @@
   column is data: the internal_anonymization_rules seed (entity, column, action, ...).
 
   Pseudonyms are never computed in SQL: the build-warehouse flow computes the keyed
-  HMAC-SHA256 pseudonyms in Python (tasks/pseudonyms.py, the same code that names the
+  HMAC-SHA256 pseudonyms in Python (tasks/warehouse/pseudonyms.py, the same code that names the
   preview files) and loads them into internal.deid_pseudonyms (original -> pseudonym,
   2.25 UID, per-patient day offset). So neither the secret nor any key derived from it
   reaches dbt, its logs or its compiled SQL, and DuckDB and Snowflake give identical values.

@@ -30,12 +30,12 @@ def cmd_bench_extract(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
 
-    from tasks.bench_extract import run_benchmark, warm_up
+    from benchmarks.extract import run_benchmark, warm_up
 
     executor = None
     if args.workers > 1:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tasks.extract"])
+        context.set_forkserver_preload(["tasks.dicom.extract"])
         executor = ProcessPoolExecutor(args.workers, mp_context=context)
         list(executor.map(warm_up, [0.5] * args.workers))  # start every worker before timing
     try:

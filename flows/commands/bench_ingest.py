@@ -59,11 +59,11 @@ def _run_one(args: argparse.Namespace) -> int:
     files = sorted(p for p in source.rglob("*") if p.is_file())
     start = time.perf_counter()
     if args.run_variant == "naive":
-        from tasks.bench_ingest import naive_reference
+        from benchmarks.reference import naive_reference
 
         naive_reference(files, out)
     elif args.run_variant == "bare":
-        from tasks.bench_ingest import bare_loop
+        from benchmarks.reference import bare_loop
 
         bare_loop(files, out)
     else:  # as a user runs it: `python -m flows ingest --no-dbt`, the same process
@@ -96,7 +96,7 @@ def _compile_project() -> None:
     import compileall
 
     root = Path(__file__).resolve().parents[2]
-    for package in ("blocks", "flows", "tasks"):
+    for package in ("benchmarks", "blocks", "flows", "tasks"):
         compileall.compile_dir(root / package, quiet=1)
 
 
@@ -131,7 +131,7 @@ def _start_server() -> tuple[subprocess.Popen | None, str]:
 def run(args: argparse.Namespace) -> int:
     if args.run_variant:
         return _run_one(args)
-    from tasks.corpus import generate_corpus
+    from tasks.dicom.corpus import generate_corpus
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-"))
     server, api = _start_server() if "pipeline" in args.variants else (None, "")

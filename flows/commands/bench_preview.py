@@ -2,7 +2,7 @@
 
 Both run over the same files in the same process and run: the bare loop is what a script
 would do on one core (dcmread -> pixel_array -> rescale + window -> Pillow JPEG); the
-pipeline is the preview stage as the ``render-previews`` task runs it (tasks.preview's
+pipeline is the preview stage as the ``render-previews`` task runs it (tasks.pixels.preview's
 render_batch on a reused process pool, full display pipeline, files written to a lake).
 """
 
@@ -63,9 +63,9 @@ def cmd_bench_previews(args: argparse.Namespace) -> int:
 
     import pydicom
 
-    from tasks.bench_data import write_ct_slices
+    from benchmarks.data import write_ct_slices
     from tasks.pool import make_process_pool
-    from tasks.preview import PreviewOptions, render_batch
+    from tasks.pixels.preview import PreviewOptions, render_batch
 
     with tempfile.TemporaryDirectory(prefix="bench-previews-") as tmp:
         root = Path(tmp)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _select(lake: str, reason: str | None):  # noqa: ANN202 - a polars frame
-    from tasks.quarantine import read_errors
+    from tasks.lake.quarantine import read_errors
 
     frame = read_errors(lake)
     return frame if reason is None else frame.filter(frame["reason"] == reason)
@@ -52,7 +52,7 @@ def run_errors(args: argparse.Namespace) -> int:
 def run_requeue(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from tasks.quarantine import requeue
+    from tasks.lake.quarantine import requeue
 
     keys = args.key or list(_select(args.lake, args.reason)["source_key"])
     requeued = requeue(args.lake, keys, requeued_at=datetime.now(UTC))

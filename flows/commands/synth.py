@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasks.corpus import generate_corpus
+    from tasks.dicom.corpus import generate_corpus
 
     info = generate_corpus(Path(args.out), files=args.files, profile=args.profile, seed=args.seed)
     print(f"wrote {info.files} files, {info.bytes / 1e6:.1f} MB under {info.root}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks.warehouse import PROCESSED_TABLES
+from tasks.warehouse.dbt import PROCESSED_TABLES
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ SEEDS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def corpus(pydicom_dir, tmp_path_factory) -> Path:
-    from tasks.corpus import generate_corpus
+    from tasks.dicom.corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("crash-corpus")
     shutil.copytree(pydicom_dir, root / "pydicom")

@@ -9,8 +9,8 @@ import duckdb
 import pydicom
 import pytest
 
-from tasks.storage import list_local_objects
-from tasks.warehouse import PROCESSED_TABLES
+from tasks.lake.storage import list_local_objects
+from tasks.warehouse.dbt import PROCESSED_TABLES
 
 pytestmark = pytest.mark.e2e
 

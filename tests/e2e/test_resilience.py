@@ -53,7 +53,7 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_with_space_completes(
     prefect_server, synthetic_dir, small_disk, tmp_path, monkeypatch
 ):
     from flows.ingest import ingest_dicom
-    from tasks.manifest import read_local_manifest
+    from tasks.lake.manifest import read_local_manifest
 
     disk, resize = small_disk
     monkeypatch.setenv("DICOM_ETL_DEID_SECRET", "disk-secret")
@@ -114,7 +114,7 @@ def _ingest(api_url: str, source: Path, lake: Path, **env: str) -> subprocess.Co
 
 def _complete_lake(lake: Path, source: Path) -> None:
     """Every source file once in images and in the manifest, each preview whole."""
-    from tasks.manifest import read_local_manifest
+    from tasks.lake.manifest import read_local_manifest
 
     keys = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
     images = _lake_rows(lake)["source_key"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.synthetic import generate_studies
+from tasks.dicom.synthetic import generate_studies
 from tests.integration.lakes import build_lake
 
 SECRET = "duckdb-test-secret"

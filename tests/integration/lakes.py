@@ -11,11 +11,11 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.entities import INGEST_ERRORS, PREVIEWS
-from tasks.extract import Lineage, SourceFile, extract_batch
-from tasks.lake import ensure_table_schemas, write_tables
-from tasks.preview import render_batch
-from tasks.storage import RAW_ZONE, batch_id, chunk, copy_local_objects, list_local_objects
+from tasks.dicom.entities import INGEST_ERRORS, PREVIEWS
+from tasks.dicom.extract import Lineage, SourceFile, extract_batch
+from tasks.lake.tables import ensure_table_schemas, write_tables
+from tasks.pixels.preview import render_batch
+from tasks.lake.storage import RAW_ZONE, batch_id, chunk, copy_local_objects, list_local_objects
 
 
 def build_lake(source: Path, lake: Path, *, secret: str, batch_size: int = 50, ingested_at: datetime | None = None) -> dict[str, int]:

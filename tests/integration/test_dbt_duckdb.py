@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from tasks.deid import pseudo_uid, pseudonym
-from tasks.warehouse import PROCESSED_TABLES
+from tasks.warehouse.dbt import PROCESSED_TABLES
 
 pytestmark = pytest.mark.integration
 from tests.integration.conftest import SECRET
@@ -125,7 +125,7 @@ def test_applied_profile_recorded_on_every_row(duckdb_built):
 
 def test_no_secret_or_key_material_left_in_the_project(duckdb_built):
     from tasks.deid import hmac_pads
-    from tasks.warehouse import DBT_PROJECT_DIR
+    from tasks.warehouse.dbt import DBT_PROJECT_DIR
 
     needles = [SECRET, *hmac_pads(SECRET)]
     for path in (DBT_PROJECT_DIR / "target").rglob("*"):
@@ -136,7 +136,7 @@ def test_no_secret_or_key_material_left_in_the_project(duckdb_built):
 
 def test_warehouse_file_holds_no_identifier_map(duckdb_built):
     """The map linking pseudonyms to identifiers lives in its own file, not in the warehouse."""
-    from tasks.warehouse import deid_database
+    from tasks.warehouse.dbt import deid_database
 
     tables = _sql(duckdb_built["warehouse"], "select table_schema, table_name from information_schema.tables")
     assert ("internal", "deid_pseudonyms") not in tables

@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from tasks.deid import pseudo_uid
-from tasks.warehouse import PROCESSED_TABLES
+from tasks.warehouse.dbt import PROCESSED_TABLES
 from tests.integration.conftest import SECRET
 from tests.integration.phi import Phi, collect_phi, find_phi
 

@@ -154,9 +154,9 @@ def test_requeue_on_an_s3_lake_after_a_fix(prefect_server, moto_s3, s3, syntheti
     """Quarantined in an S3 ingest, requeued with ``python -m flows requeue --lake s3://``, fixed, ingested."""
     from flows.cli import main
     from flows.ingest import ingest_dicom
-    from tasks.manifest import pending_objects, processed_versions
-    from tasks.staging import read_s3_manifest
-    from tasks.storage_s3 import S3Access, list_s3_objects, make_s3_client, parse_s3_url
+    from tasks.lake.manifest import pending_objects, processed_versions
+    from tasks.lake.staging import read_s3_manifest
+    from tasks.lake.s3 import S3Access, list_s3_objects, make_s3_client, parse_s3_url
 
     good, fixed = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())[:2]
     s3.create_bucket(Bucket="prov-requeue")

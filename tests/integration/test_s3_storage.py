@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.errors import SourceError
-from tasks.storage_s3 import (
+from tasks.lake.s3 import (
     S3Access,
     copy_s3_objects,
     download_s3_objects,
@@ -47,7 +47,7 @@ def test_list_copy_download_round_trip_odd_keys(provider, s3, tmp_path):
 def test_missing_object_is_reported_not_retried(provider, tmp_path):
     client = make_s3_client(S3Access())
     objects = list_s3_objects(client, parse_s3_url("s3://prov-storage/in"))
-    from tasks.storage import ObjectInfo
+    from tasks.lake.storage import ObjectInfo
 
     gone = ObjectInfo("nope.dcm", 1, "e")
     paths, failed = download_s3_objects(client, parse_s3_url("s3://prov-storage/in"), [*objects, gone], tmp_path)

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from tasks.deid import pseudo_uid, pseudonym
-from tasks.warehouse import PROCESSED_TABLES
+from tasks.warehouse.dbt import PROCESSED_TABLES
 from tests.integration.lakes import build_lake
 from tests.integration.phi import collect_phi, find_phi
 from tests.runs import task_runs

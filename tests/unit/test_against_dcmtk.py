@@ -22,8 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from tasks.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
-from tasks.extract import Lineage, SourceFile, extract_batch, header_json, read_dicom
+from tasks.dicom.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
+from tasks.dicom.extract import Lineage, SourceFile, extract_batch, header_json, read_dicom
 
 pytestmark = pytest.mark.skipif(shutil.which("dcm2json") is None, reason="dcmtk's dcm2json is not installed")
 

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from tasks.archive import ArchiveLimits, expand_archive, is_zip
+from tasks.lake.zips import ArchiveLimits, expand_archive, is_zip
 from tasks.errors import FileRejected
 
 

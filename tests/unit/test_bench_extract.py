@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tasks.bench_extract import run_benchmark
+from benchmarks.extract import run_benchmark
 from flows.cli import build_parser
 
 

@@ -5,7 +5,7 @@ import hashlib
 import pydicom
 import pytest
 
-from tasks.corpus import generate_corpus
+from tasks.dicom.corpus import generate_corpus
 
 
 def _digest(root) -> str:

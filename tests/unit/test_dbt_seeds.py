@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from tasks.deid import pseudo_uid, pseudonym
-from tasks.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
+from tasks.dicom.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
 from tasks.errors import WarehouseError
-from tasks.pseudonyms import ANNEX_E_ACTIONS, date_offset_days, identifier_columns, pseudonym_table, read_rules
-from tasks.warehouse import DBT_PROJECT_DIR, dbt_environment, select_profile_target
+from tasks.warehouse.pseudonyms import ANNEX_E_ACTIONS, date_offset_days, identifier_columns, pseudonym_table, read_rules
+from tasks.warehouse.dbt import DBT_PROJECT_DIR, dbt_environment, select_profile_target
 
 SEEDS = DBT_PROJECT_DIR / "seeds"
 ENTITIES = (PATIENTS, STUDIES, SERIES, DEVICES, IMAGES)

@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from tasks.dicom_json import MAX_DEPTH, decode_dataset
+from tasks.dicom.header import MAX_DEPTH, decode_dataset
 from tasks.errors import FileRejected, Reason
-from tasks.extract import quiet_pydicom
+from tasks.dicom.extract import quiet_pydicom
 
 DATA = Path(pydicom.data.__file__).parent
 NO_BULK = 10**9
@@ -152,8 +152,8 @@ def test_a_huge_declared_length_is_truncation_not_a_crash():
 
 def test_the_lean_reader_gives_what_dcmread_gives(synthetic_dir):
     """Files split by parse_simple extract to exactly the rows and JSON dcmread's dataset gives."""
-    from tasks.dicom_parse import parse_simple
-    from tasks.instance import extract_dataset
+    from tasks.dicom.parse import parse_simple
+    from tasks.dicom.instance import extract_dataset
 
     def extract(ds):
         try:

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 
 from tasks.errors import FileRejected, Reason
-from tasks.extract import Lineage, SourceFile, extract_batch, header_json, read_dicom
-from tasks.storage import list_local_objects
-from tasks.synthetic import MODALITIES, make_instance
+from tasks.dicom.extract import Lineage, SourceFile, extract_batch, header_json, read_dicom
+from tasks.lake.storage import list_local_objects
+from tasks.dicom.synthetic import MODALITIES, make_instance
 
 
 def _files(root: Path) -> list[SourceFile]:
@@ -117,7 +117,7 @@ def test_header_json_keeps_sequences_and_private_tags_and_drops_bulk(pydicom_dir
 
 @pytest.mark.parametrize("name", ["chrI2.dcm", "chrX1.dcm", "nested_priv_SQ.dcm", "CT_small.dcm"])
 def test_header_json_is_the_text_the_standard_library_writes(pydicom_dir, name):
-    from tasks.instance import decode_header, dump_json
+    from tasks.dicom.instance import decode_header, dump_json
 
     path = CHARSET_FILES / name if (CHARSET_FILES / name).exists() else pydicom_dir / name
     body = decode_header(read_dicom(path.read_bytes()))[1]

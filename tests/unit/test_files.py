@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from tasks.errors import DiskFullError
-from tasks.files import disk_full_reported, is_temporary, temporary_name, write_atomic, writing
+from tasks.lake.files import disk_full_reported, is_temporary, temporary_name, write_atomic, writing
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full on this system")

@@ -14,9 +14,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import tasks.instance
-from tasks.extract import Lineage, PreviewJob, SourceFile, extract_batch
-from tasks.preview import PreviewOptions, render_batch
+import tasks.dicom.instance
+from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
+from tasks.pixels.preview import PreviewOptions, render_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_a_3_gb_file_is_extracted_and_previewed_in_bounded_memory(tmp_path):
     script = f"""
 import json, re
 from pathlib import Path
-from tasks.extract import Lineage, PreviewJob, SourceFile, extract_batch
+from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
 frames = extract_batch([SourceFile(Path({str(big)!r}), "big.dcm", "e")], Lineage("b"),
                        previews=PreviewJob(Path({str(tmp_path / 'lake')!r}), "s"))
 image = frames["images"].row(0, named=True)
@@ -94,8 +94,8 @@ def test_mapped_and_read_files_give_the_same_rows_and_previews(pydicom_dir, tmp_
     files = [SourceFile(pydicom_dir / n, n, "e") for n in names]
     lineage = Lineage("b")
     read = extract_batch(files, lineage, previews=PreviewJob(tmp_path / "read", secret, PreviewOptions()))
-    monkeypatch.setattr(tasks.instance, "LARGE_FILE_BYTES", 0)  # every file counts as large,
-    monkeypatch.setattr(tasks.instance, "DEFER_SIZE", 1024)  # and its pixel data as bulk to leave on disk
+    monkeypatch.setattr(tasks.dicom.instance, "LARGE_FILE_BYTES", 0)  # every file counts as large,
+    monkeypatch.setattr(tasks.dicom.instance, "DEFER_SIZE", 1024)  # and its pixel data as bulk to leave on disk
     mapped = extract_batch(files, lineage, previews=PreviewJob(tmp_path / "mapped", secret, PreviewOptions()))
     for table in ("images", "series", "ingest_errors", "previews", "preview_errors"):
         assert mapped[table].equals(read[table]), table

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tasks.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, manifest_key
-from tasks.lake import write_parquet_atomic
-from tasks.storage import ObjectInfo
+from tasks.lake.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, manifest_key
+from tasks.lake.tables import write_parquet_atomic
+from tasks.lake.storage import ObjectInfo
 
 NOW = datetime(2024, 1, 2, tzinfo=UTC)
 

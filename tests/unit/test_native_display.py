@@ -15,10 +15,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from tasks.extract import Lineage, PreviewJob, SourceFile, extract_batch
-from tasks.instance import extract_dataset, read_dicom
-from tasks.pixels import display_frame, middle_frame, native_display
-from tasks.preview import PreviewOptions, render_batch
+from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
+from tasks.dicom.instance import extract_dataset, read_dicom
+from tasks.pixels.display import display_frame, middle_frame, native_display
+from tasks.pixels.preview import PreviewOptions, render_batch
 
 
 def _file(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.notifications import (
+from tasks.events.notifications import (
     MAX_KEYS_IN_EVENT,
     OBJECTS_ARRIVED,
     CreatedObject,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tasks.deid import hmac_pads, pseudo_uid, pseudonym
-from tasks.preview import render_batch, render_preview, robust_to_uint8, window_to_uint8
+from tasks.pixels.preview import render_batch, render_preview, robust_to_uint8, window_to_uint8
 
 
 def test_window_maps_center_to_mid_grey_and_clips():
@@ -29,7 +29,7 @@ def test_sixteen_bit_data_is_windowed_not_wrapped():
 
 @pytest.mark.parametrize("qs", [(0.5, 99.5), (0, 100), (25, 75), (50, 50)])
 def test_percentiles_are_numpys_to_the_last_bit(qs):
-    from tasks.pixels import percentiles
+    from tasks.pixels.display import percentiles
 
     rng = np.random.default_rng(7)
     for n in [1, 2, 3, 17, 200, 4096, 5001]:
@@ -103,7 +103,7 @@ def test_pseudonyms_are_keyed_and_uids_valid(secret):
 
 
 def test_multiframe_renders_middle_frame_and_optionally_every_frame(pydicom_dir, tmp_path, secret):
-    from tasks.preview import PreviewOptions, preview_key
+    from tasks.pixels.preview import PreviewOptions, preview_key
 
     path = pydicom_dir / "examples_ybr_color.dcm"  # 30 frames
     uid = pydicom.dcmread(path).SOPInstanceUID
@@ -141,7 +141,7 @@ def test_quality_and_max_size_options(pydicom_dir):
 def test_enhanced_multiframe_uses_functional_group_window_and_rescale():
     from pydicom.dataset import Dataset
 
-    from tasks.pixels import display_attributes, to_display
+    from tasks.pixels.display import display_attributes, to_display
 
     ds = Dataset()
     ds.PhotometricInterpretation = "MONOCHROME2"

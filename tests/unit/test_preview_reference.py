@@ -21,8 +21,8 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from tasks.pixels import middle_frame
-from tasks.preview import render_preview
+from tasks.pixels.display import middle_frame
+from tasks.pixels.preview import render_preview
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dcmj2pnm") is None, reason="dcmj2pnm (DCMTK) not installed: apt-get install dcmtk (.ci/run does)"

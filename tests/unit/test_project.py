@@ -37,7 +37,7 @@ def test_every_trigger_validates_and_templates_only_flow_parameters(deployment, 
 
     from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 
-    from tasks.notifications import OBJECTS_ARRIVED
+    from tasks.events.notifications import OBJECTS_ARRIVED
 
     [trigger] = _initialize_deployment_triggers(deployment, [copy.deepcopy(spec)])
     assert trigger.expect, "a trigger names the events it expects"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.lake import write_parquet_atomic
-from tasks.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, requeue_frame
-from tasks.storage import ObjectInfo
+from tasks.lake.tables import write_parquet_atomic
+from tasks.lake.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, requeue_frame
+from tasks.lake.storage import ObjectInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,7 +57,7 @@ def test_errors_and_requeue_commands_on_a_lake(tmp_path):
 
 
 def test_an_error_is_resolved_once_its_file_is_extracted_later(tmp_path):
-    from tasks.quarantine import read_errors
+    from tasks.lake.quarantine import read_errors
 
     errors = pl.DataFrame({"source_key": ["a.dcm", "b.dcm"], "stage": ["extract"] * 2, "reason": ["not_dicom"] * 2,
                            "detail": ["x"] * 2, "quarantine_key": [None, None], "ingested_at": [T0, T0]})

@@ -10,7 +10,7 @@ from snowflake.connector import errors as sf
 
 from tasks.errors import DiskFullError, FileRejected, Reason, SnowflakeUnreachable, WarehouseError
 from tasks.prefect_tasks import retry_on_io, retry_on_snowflake, retry_on_transient
-from tasks.snowflake import is_connection_loss
+from tasks.warehouse.snowflake import is_connection_loss
 
 
 def _retried(condition, exc: BaseException | None) -> bool:  # noqa: ANN001

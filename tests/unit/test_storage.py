@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import SourceError
-from tasks.storage import ObjectInfo, batch_id, chunk, copy_local_objects, list_local_objects, plan_batches
+from tasks.lake.storage import ObjectInfo, batch_id, chunk, copy_local_objects, list_local_objects, plan_batches
 
 
 def test_lists_nested_files_with_any_name_hidden_ones_too(tmp_path):
@@ -39,9 +39,9 @@ def test_hidden_files_are_extracted_like_any_file_and_quarantined_once(tmp_path)
     """A DICOM named ``.x.dcm`` gets rows; ``.DS_Store`` a reason, a quarantine copy and a manifest row."""
     from datetime import UTC, datetime
 
-    from tasks.extract import Lineage, SourceFile, extract_batch
-    from tasks.lake import quarantine_copy
-    from tasks.manifest import manifest_frame, pending_objects, processed_versions
+    from tasks.dicom.extract import Lineage, SourceFile, extract_batch
+    from tasks.lake.tables import quarantine_copy
+    from tasks.lake.manifest import manifest_frame, pending_objects, processed_versions
     from pydicom.data import get_testdata_file
 
     source, lake = tmp_path / "in", tmp_path / "lake"
@@ -67,8 +67,8 @@ def test_a_symlink_is_rejected_with_a_reason_and_not_followed(tmp_path):
 
     import polars as pl
 
-    from tasks.staging import stage_batch
-    from tasks.storage_s3 import S3Access
+    from tasks.lake.staging import stage_batch
+    from tasks.lake.s3 import S3Access
 
     source, lake = tmp_path / "in", tmp_path / "lake"
     source.mkdir()

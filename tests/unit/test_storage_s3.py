@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from tasks.errors import SourceError
-from tasks.storage_s3 import S3Access, is_transient, parse_s3_url, render_prefix
+from tasks.lake.s3 import S3Access, is_transient, parse_s3_url, render_prefix
 
 
 def _client_error(code: str, status: int) -> ClientError:

@@ -5,7 +5,7 @@ import pydicom
 import pytest
 
 from tasks.deid import pseudonym
-from tasks.transcode import archive_batch, archive_file, storage_saved
+from tasks.pixels.transcode import archive_batch, archive_file, storage_saved
 
 
 @pytest.mark.parametrize(

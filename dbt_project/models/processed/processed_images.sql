@@ -1,6 +1,6 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
 {#- Images with their preview JPEG. The preview was named in Python by the image's
-    pseudonym (tasks/preview.py); the join goes through the same pseudonym map. -#}
+    pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map. -#}
 with images as (
     select * from {{ ref('images') }}
 ),

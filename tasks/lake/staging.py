@@ -26,14 +26,14 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.archive import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
-from tasks.entities import ALL_TABLES, INGEST_ERRORS
+from tasks.lake.zips import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
+from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS
 from tasks.errors import FileRejected, Reason
-from tasks.files import writing
-from tasks.lake import quarantine_copy, write_parquet_atomic, write_tables
-from tasks.manifest import manifest_frame, manifest_key
-from tasks.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
-from tasks.storage_s3 import (
+from tasks.lake.files import writing
+from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
+from tasks.lake.manifest import manifest_frame, manifest_key
+from tasks.lake.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
+from tasks.lake.s3 import (
     S3Access,
     copy_s3_objects,
     download_s3_objects,
@@ -257,8 +257,8 @@ def prepare_s3_lake(lake: str, *, scratch: Path, access: S3Access) -> int:
 
 def read_s3_manifest(lake: str, *, access: S3Access) -> pl.DataFrame:
     """Every manifest file of an S3 lake."""
-    from tasks.manifest import MANIFEST_ZONE, read_manifest_files
-    from tasks.storage_s3 import list_s3_objects
+    from tasks.lake.manifest import MANIFEST_ZONE, read_manifest_files
+    from tasks.lake.s3 import list_s3_objects
 
     client = make_s3_client(access)
     location = parse_s3_url(lake.rstrip("/") + "/" + MANIFEST_ZONE)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.entities import ALL_TABLES
-from tasks.files import is_temporary, writing
-from tasks.storage import QUARANTINE_ZONE, TABLES_ZONE
+from tasks.dicom.entities import ALL_TABLES
+from tasks.lake.files import is_temporary, writing
+from tasks.lake.storage import QUARANTINE_ZONE, TABLES_ZONE
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:

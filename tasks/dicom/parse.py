@@ -8,7 +8,7 @@ hops over). For exactly that case :func:`parse_simple` splits the
 bytes into pydicom's own raw elements (the same ``RawDataElement`` tuples ``dcmread``
 builds) in one tight loop; anything else (no preamble, big endian, deflate, other
 undefined lengths, odd VR bytes) returns ``None`` and the caller uses
-``dcmread``. Values are decoded afterwards by :mod:`tasks.dicom_json` either way, and the
+``dcmread``. Values are decoded afterwards by :mod:`tasks.dicom.header` either way, and the
 tests compare both paths with pydicom and dcmtk.
 """
 

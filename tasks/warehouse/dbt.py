@@ -10,7 +10,7 @@ import duckdb
 
 from tasks.errors import WarehouseError
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 PROCESSED_TABLES = ("patients", "studies", "series", "devices", "images", "processed_images")
 DBT_TARGETS = ("duckdb", "snowflake")
 #: The SnowflakeConnector block name profiles.yml names; replaced by the configured one.
@@ -28,7 +28,7 @@ def dbt_environment(
 ) -> dict[str, str]:
     """Environment variables the dbt project reads (profiles.yml and the sources).
 
-    No key material: pseudonyms are computed before dbt runs (tasks/pseudonyms.py), so
+    No key material: pseudonyms are computed before dbt runs (tasks/warehouse/pseudonyms.py), so
     neither the secret nor anything derived from it reaches dbt, its logs or target/.
     """
     if target not in DBT_TARGETS:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pydicom
 
-from tasks.extract import Lineage, SourceFile, extract_batch, quiet_pydicom
-from tasks.lake import write_tables
-from tasks.synthetic import generate_studies
+from tasks.dicom.extract import Lineage, SourceFile, extract_batch, quiet_pydicom
+from tasks.lake.tables import write_tables
+from tasks.dicom.synthetic import generate_studies
 
 
 @dataclass(frozen=True)

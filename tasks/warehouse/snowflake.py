@@ -21,9 +21,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.entities import ALL_TABLES
+from tasks.dicom.entities import ALL_TABLES
 from tasks.errors import SnowflakeUnreachable, WarehouseError
-from tasks.storage import TABLES_ZONE
+from tasks.lake.storage import TABLES_ZONE
 
 RAW_SCHEMA = "RAW"
 INTERNAL_SCHEMA = "INTERNAL"
@@ -121,7 +121,7 @@ def snowflake_type(dtype: pl.DataType) -> str:
     for known, name in simple.items():
         if dtype == known:
             return name
-    msg = f"no Snowflake type for the raw column type {dtype}; add it to tasks/snowflake.py snowflake_type"
+    msg = f"no Snowflake type for the raw column type {dtype}; add it to tasks/warehouse/snowflake.py snowflake_type"
     raise WarehouseError(msg)
 
 
@@ -197,7 +197,7 @@ def load_raw_tables(
             )
             failed = [row for row in result if str(row[1]).upper() not in ("LOADED", "LOAD_SKIPPED")]
             if failed:
-                msg = f"Snowflake could not load {len(failed)} file(s) of raw table {name!r}: {failed[0][0]} ({failed[0][1]}); check the file's schema against tasks/entities.py"
+                msg = f"Snowflake could not load {len(failed)} file(s) of raw table {name!r}: {failed[0][0]} ({failed[0][1]}); check the file's schema against tasks/dicom/entities.py"
                 raise WarehouseError(msg)
             loaded[name] = sum(int(row[ROWS_LOADED] or 0) for row in result if str(row[1]).upper() == "LOADED")
         return loaded

@@ -18,9 +18,9 @@ import polars as pl
 import pydicom
 from PIL import Image
 
-from tasks.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
-from tasks.extract import quiet_pydicom
-from tasks.preview import robust_to_uint8, window_to_uint8
+from tasks.dicom.entities import DEVICES, IMAGES, PATIENTS, SERIES, STUDIES
+from tasks.dicom.extract import quiet_pydicom
+from tasks.pixels.preview import robust_to_uint8, window_to_uint8
 
 ENTITIES = (PATIENTS, STUDIES, SERIES, DEVICES, IMAGES)
 

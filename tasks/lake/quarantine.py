@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tasks.lake import write_parquet_atomic
-from tasks.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
-from tasks.staging import read_s3_manifest
-from tasks.storage_s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url
+from tasks.lake.tables import write_parquet_atomic
+from tasks.lake.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
+from tasks.lake.staging import read_s3_manifest
+from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url
 
 
 def read_errors(lake: str) -> pl.DataFrame:
@@ -70,7 +70,7 @@ def requeue(lake: str, keys: Iterable[str], *, requeued_at: datetime, access: S3
     lake : str
         Lake root: a folder or ``s3://bucket/prefix``.
     keys : iterable of str
-        Source keys (see :func:`tasks.manifest.requeue_frame`).
+        Source keys (see :func:`tasks.lake.manifest.requeue_frame`).
     requeued_at : datetime
         Stamped on the rows; also names the manifest file ``manifest/requeue-<time>.parquet``.
     access : S3Access, optional

@@ -1,7 +1,7 @@
 """Synthetic corpora for benchmarks and scale tests, deterministic by seed.
 
 ``generate_corpus`` writes N files laid out as patients x studies x series x images with
-realistic headers (tasks/synthetic.py) and pixel data whose size and encoding follow a
+realistic headers (tasks/dicom/synthetic.py) and pixel data whose size and encoding follow a
 profile:
 
 - ``small``: 64x64 images, header-dominated files (thousands per second), the worst case
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from tasks.synthetic import MODALITIES, Modality, make_instance
+from tasks.dicom.synthetic import MODALITIES, Modality, make_instance
 
 #: (weight, modality code, rows, columns, frames, transfer syntax or None for native)
 PROFILES: dict[str, list[tuple[float, str, int, int, int, str | None]]] = {

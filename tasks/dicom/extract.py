@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
-from tasks.entities import (
+from tasks.dicom.entities import (
     DEVICES,
     EXTRACTED,
     IMAGES,
@@ -32,8 +32,8 @@ from tasks.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
-from tasks.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
-from tasks.preview import PreviewOptions, render_dataset
+from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
+from tasks.pixels.preview import PreviewOptions, render_dataset
 
 __all__ = [
     "PREVIEW_ERRORS",

@@ -16,7 +16,7 @@ from stat import S_ISLNK, S_ISREG
 from typing import BinaryIO
 
 from tasks.errors import SourceError
-from tasks.files import is_temporary, write_atomic, writing
+from tasks.lake.files import is_temporary, write_atomic, writing
 
 RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
@@ -53,7 +53,7 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
     Nothing is skipped silently: hidden files and folders (``.name``) are listed like
     any other, so a DICOM named ``.x.dcm`` is ingested and OS litter (``.DS_Store``) is
     quarantined once with a reason (``not_dicom``) and recorded in the manifest. The one
-    exception is our own temporary name, ``.<name>.partial`` (``tasks.files.is_temporary``):
+    exception is our own temporary name, ``.<name>.partial`` (``tasks.lake.files.is_temporary``):
     a copy in progress, or one a killed run left, in a folder this project writes (a
     lake's raw zone used as a source); the whole file is listed under its real name once
     the write completes, and ``sweep_partials`` removes leftovers. Symbolic links are
@@ -143,7 +143,7 @@ _WHOLE_FILE = 4 << 20
 def _hashed_copy(src: str, dst: str | None, size: int, *, times_ns: tuple[int, int] | None = None) -> tuple[str, bytes]:
     """SHA-256 and first bytes of ``src``, copying it to ``dst`` in the same pass (if given).
 
-    The copy is written under a temporary name and renamed (:mod:`tasks.files`).
+    The copy is written under a temporary name and renamed (:mod:`tasks.lake.files`).
     """
     if size <= _WHOLE_FILE:
         with open(src, "rb", buffering=0) as fin:

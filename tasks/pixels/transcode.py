@@ -40,10 +40,10 @@ from pydicom.uid import (
 )
 
 from tasks.deid import pseudonym
-from tasks.entities import LINEAGE_SCHEMA
-from tasks.extract import quiet_pydicom
-from tasks.files import writing
-from tasks.storage import ARCHIVE_ZONE
+from tasks.dicom.entities import LINEAGE_SCHEMA
+from tasks.dicom.extract import quiet_pydicom
+from tasks.lake.files import writing
+from tasks.lake.storage import ARCHIVE_ZONE
 
 ARCHIVES_TABLE = "archives"
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 from tasks.deid import pseudonym
 from tasks.errors import WarehouseError
 
-RULES_SEED = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
+RULES_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
 PSEUDONYMIZING_ACTIONS = frozenset({"D", "U"})
 ANNEX_E_ACTIONS = frozenset({"D", "Z", "X", "K", "C", "U"})
 MAX_DATE_OFFSET_DAYS = 365

@@ -1,7 +1,7 @@
 """Objects in S3 (or any S3-compatible store): list, server-side copy, download, upload.
 
 Every function takes a boto3 S3 client made by :func:`make_s3_client` and speaks in
-``ObjectInfo``, like the local functions in ``tasks.storage``. Keys are passed to boto3
+``ObjectInfo``, like the local functions in ``tasks.lake.storage``. Keys are passed to boto3
 as they are (boto3 encodes them), so spaces, unicode and ``+`` round-trip.
 
 Two layers of retries, bounded together: botocore's ``standard`` retry mode retries a
@@ -20,7 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from tasks.errors import SourceError
-from tasks.storage import ObjectInfo
+from tasks.lake.storage import ObjectInfo
 
 #: Error codes S3 uses for throttling and server trouble: worth another try.
 TRANSIENT_CODES = frozenset(

@@ -1,7 +1,7 @@
 """8-bit preview JPEGs of DICOM images, stored in the lake under pseudonymous names.
 
 Decoding and the display pipeline (modality LUT, VOI LUT / window, MONOCHROME1, colour)
-live in :mod:`tasks.pixels`; this module encodes JPEGs, names and stores them, and runs a
+live in :mod:`tasks.pixels.display`; this module encodes JPEGs, names and stores them, and runs a
 batch, optionally on a process pool so a batch uses every core.
 """
 
@@ -22,10 +22,10 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
 from tasks.errors import Reason
-from tasks import instance
-from tasks.files import write_atomic
-from tasks.instance import quiet_pydicom
-from tasks.pixels import (
+from tasks.dicom import instance
+from tasks.lake.files import write_atomic
+from tasks.dicom.instance import quiet_pydicom
+from tasks.pixels.display import (
     display_frame,
     frame_count,
     middle_frame,
@@ -119,7 +119,7 @@ def render_preview(
     quality : int, default 85
         JPEG quality, 1-95.
     percentiles : (float, float), default (0.5, 99.5)
-        Black and white points when the header has no window (see :func:`tasks.pixels.to_display`).
+        Black and white points when the header has no window (see :func:`tasks.pixels.display.to_display`).
 
     Returns
     -------
@@ -190,7 +190,7 @@ def render_dataset(
     """Render and store the preview(s) of a parsed instance (see :func:`render_file`).
 
     With its ``images`` row, a plain uncompressed image skips pydicom's decoders
-    (:func:`tasks.pixels.native_display`); call inside :func:`quiet_pydicom`.
+    (:func:`tasks.pixels.display.native_display`); call inside :func:`quiet_pydicom`.
     """
     try:
         display = native_display(ds, image) if image is not None and options.frames == "middle" else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.storage import ObjectInfo
+from tasks.lake.storage import ObjectInfo
 
 MANIFEST_ZONE = "manifest"
 MANIFEST_SCHEMA = {

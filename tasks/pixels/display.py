@@ -292,7 +292,7 @@ def _valid_window(center: object, width: object) -> tuple[float, float] | None:
 def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     """Decode one frame of an instance (YBR converted to RGB).
 
-    Wrap calls in :func:`tasks.extract.quiet_pydicom`: pydicom's warnings can carry
+    Wrap calls in :func:`tasks.dicom.extract.quiet_pydicom`: pydicom's warnings can carry
     header values (PHI).
 
     Raises
@@ -304,7 +304,7 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     elem = ds._dict.get(PIXEL_DATA)
     value = getattr(elem, "value", b"")
     if (value is None or isinstance(value, memoryview)) and getattr(ds, "filename", None):
-        # a large file, deferred or mapped (tasks.instance.load_file): pydicom reads just this frame from disk
+        # a large file, deferred or mapped (tasks.dicom.instance.load_file): pydicom reads just this frame from disk
         return pixel_array(ds.filename, index=index if frame_count(ds) > 1 else None, decoding_plugin=_fast_plugin(ds))
     plugin = _fast_plugin(ds)
     if plugin:

@@ -2,7 +2,7 @@
 
 Pure functions (no Prefect, no environment): :func:`read_dicom` parses or rejects the
 bytes with a reason, :func:`extract_dataset` decodes the header once
-(:mod:`tasks.dicom_json`) into the entity rows and the DICOM JSON header.
+(:mod:`tasks.dicom.header`) into the entity rows and the DICOM JSON header.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from tasks.dicom_json import TextView, decode_dataset
-from tasks.dicom_parse import parse_simple
-from tasks.entities import (
+from tasks.dicom.header import TextView, decode_dataset
+from tasks.dicom.parse import parse_simple
+from tasks.dicom.entities import (
     DEVICE_KEY_KEYWORDS,
     DEVICES,
     IMAGES,
@@ -115,7 +115,7 @@ def content_digest(data: bytes | memoryview, path: str | Path) -> str:
 def read_dicom(data: bytes | memoryview, path: str | Path | None = None) -> Dataset:
     """Parse DICOM bytes into a dataset, or reject them with a reason.
 
-    Plain Part 10 little-endian files are split by :func:`tasks.dicom_parse.parse_simple`;
+    Plain Part 10 little-endian files are split by :func:`tasks.dicom.parse.parse_simple`;
     every other file goes through ``pydicom.dcmread``. Files without the 128-byte
     preamble or file meta group are accepted when what follows parses as a dataset with
     the identifying UIDs.
@@ -204,7 +204,7 @@ def decode_header(ds: Dataset, *, bulk_threshold: int = 1024) -> tuple[dict[int,
     -------
     text : dict
         ``tag -> (vr, values)`` for the dataset's top-level elements (see
-        :mod:`tasks.dicom_json`).
+        :mod:`tasks.dicom.header`).
     body : dict
         The DICOM JSON model (PS3.18 F) of the dataset, file meta excluded.
 

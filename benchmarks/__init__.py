@@ -1,0 +1,1 @@
+"""Benchmark programs and their reference loops (not imported by production code)."""

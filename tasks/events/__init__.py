@@ -1,0 +1,1 @@
+"""Event notifications (S3 via SQS, watched folders) turned into arrivals."""

@@ -1,0 +1,1 @@
+"""Pixels: the display pipeline, preview JPEGs, lossless archive copies, pixel privacy."""

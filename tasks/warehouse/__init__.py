@@ -1,0 +1,1 @@
+"""The warehouse side: dbt glue, the Snowflake load, the pseudonym map."""
