@@ -21,7 +21,8 @@ from prefect.futures import PrefectFuture
 
 from blocks.settings import DicomPipelineSettings, PipelineConfig, resolve_config
 from tasks.errors import CompressionError
-from tasks.prefect_tasks import BatchOutcome, compress_remote, render_previews
+from tasks.pixels.tasks import compress_remote, render_previews
+from tasks.retries import BatchOutcome
 from tasks.lake.storage import RAW_ZONE
 
 DEFAULT_DEPLOYMENT = "compress-dicom/remote"

@@ -22,14 +22,8 @@ from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
 from tasks.lake.manifest import pending_objects
 from tasks.pixels.preview import PreviewOptions
-from tasks.prefect_tasks import (
-    extract_staged,
-    list_source,
-    prepare_lake,
-    publish_to_lake,
-    read_manifest,
-    stage_to_scratch,
-)
+from tasks.dicom.tasks import extract_staged
+from tasks.lake.tasks import list_source, prepare_lake, publish_to_lake, read_manifest, stage_to_scratch
 from tasks.lake.tables import sweep_partials
 from tasks.pool import warm_process_pool
 from tasks.lake.storage import batch_id, plan_batches

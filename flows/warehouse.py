@@ -12,7 +12,7 @@ from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from blocks.settings import DicomPipelineSettings, resolve_config, temporary_environment
 from tasks.errors import WarehouseError
-from tasks.prefect_tasks import load_snowflake, write_pseudonym_map
+from tasks.warehouse.tasks import load_snowflake, write_pseudonym_map
 from tasks.warehouse.snowflake import snowflake_session
 from tasks.warehouse.dbt import (
     DBT_PROJECT_DIR,

@@ -9,7 +9,7 @@ from prefect.states import Completed, Failed
 from snowflake.connector import errors as sf
 
 from tasks.errors import DiskFullError, FileRejected, Reason, SnowflakeUnreachable, WarehouseError
-from tasks.prefect_tasks import retry_on_io, retry_on_snowflake, retry_on_transient
+from tasks.retries import retry_on_io, retry_on_snowflake, retry_on_transient
 from tasks.warehouse.snowflake import is_connection_loss
 
 
