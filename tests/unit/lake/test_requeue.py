@@ -13,7 +13,7 @@ from tasks.lake.tables import write_parquet_atomic
 from tasks.lake.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, requeue_frame
 from tasks.lake.storage import ObjectInfo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

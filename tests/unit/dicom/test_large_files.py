@@ -18,7 +18,7 @@ import tasks.dicom.instance
 from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
 from tasks.pixels.preview import PreviewOptions, render_batch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _sparse_multiframe(path: Path, *, frames: int, rows: int = 1024, cols: int = 1024) -> int:
