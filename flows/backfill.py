@@ -47,10 +47,8 @@ def backfill_dicom(
         if "://" not in part and not Path(part).is_dir():
             logger.info("no folder for %s; nothing to backfill that day", prefix)
             continue
-        summary = ingest_dicom.with_options(flow_run_name=f"backfill-{prefix}")(
-            source=part, lake=config.lake, warehouse=config.warehouse, run_dbt=False, settings_block=settings_block
-        )
+        summary = ingest_dicom.with_options(flow_run_name=f"backfill-{prefix}")(source=part, run_dbt=False, config=config)
         done[prefix] = {"files": summary["files"], "raw_rows": summary["raw_rows"]}
     if done:
-        build_warehouse(lake=config.lake, warehouse=config.warehouse, settings_block=settings_block)
+        build_warehouse(config=config)
     return done

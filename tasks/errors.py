@@ -9,6 +9,10 @@ class DicomEtlError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+class ConfigError(DicomEtlError):
+    """A setting (flow parameter, settings block, environment variable) has an unusable value."""
+
+
 class SourceError(DicomEtlError):
     """A source (folder, bucket, prefix) cannot be listed or read."""
 
