@@ -84,7 +84,7 @@ def test_arrival_event_carries_the_source_prefix_and_count():
     }
     assert arrival_event(arrival)["id"] == event["id"], "a redelivered burst has the same event id"
     folder = arrival_event(group_arrivals([CreatedObject("/data/in", "a/b.dcm", 1, "e", "t")])[0], scheme="file")
-    assert folder["payload"]["source"] == "/data/in"
+    assert folder["payload"]["source"] == "/data/in/a/", "only what arrived is read; keys stay relative to the source"
     assert folder["resource"]["prefect.resource.id"] == "file:///data/in/a/"
 
 
