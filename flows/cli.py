@@ -93,6 +93,9 @@ def warehouse_location(summary: dict) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.dicom.synthetic import copy_pydicom_test_files, generate_studies
 
+    from tasks.lake.files import ensure_writable_folder
+
+    ensure_writable_folder(args.data_dir, what="demo folder", option="--data-dir")
     root = Path(args.data_dir)
     incoming = root / "incoming"
     if incoming.exists():
@@ -109,14 +112,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _run_ingest(source=args.source, lake=args.lake, warehouse=args.warehouse, args=args)
 
 
-def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
-    from tasks.errors import SourceError
+def check_local_paths(*, source: str | None, lake: str | None, day: date | None, block: str | None) -> None:
+    """Fail in one line before a Prefect server is started for nothing: a missing source folder, an unwritable lake.
 
-    local_source = Path(source or "data/incoming")
-    if "://" not in str(source or "") and not local_source.is_dir():
-        # fail before a Prefect server is started for nothing
-        msg = f"source folder {str(local_source)!r} does not exist or is not a folder; pass --source DIR"
-        raise SourceError(msg)
+    Values left to a settings block are checked by the run, once the block is read.
+    """
+    from tasks.errors import SourceError
+    from tasks.lake.files import ensure_writable_folder
+    from tasks.lake.sources import resolve_scope
+
+    if source is not None or not block:
+        location = resolve_scope(source or "data/incoming", day=day).location
+        if "://" not in location and not Path(location).is_dir():
+            msg = f"source folder {location!r} does not exist or is not a folder; pass --source DIR"
+            raise SourceError(msg)
+    if (lake is not None or not block) and "://" not in (lake or ""):
+        ensure_writable_folder(lake or "data/lake", what="lake", option="--lake")
+
+
+def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
+    check_local_paths(
+        source=source, lake=lake, day=getattr(args, "date", None),
+        block=args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK"),
+    )
     if not args.dask_address:
         from tasks.pool import warm_process_pool
 
@@ -228,6 +246,10 @@ def _why(exc: ValueError) -> str:
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    from flows.commands.errors import require_lake
+
+    if args.lake is not None or not (args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")):
+        require_lake(args.lake or "data/lake")
     api = use_prefect_server()
     from flows.warehouse import build_warehouse
 
