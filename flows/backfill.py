@@ -28,11 +28,6 @@ def date_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def date_prefixes(start: date, end: date, *, pattern: str = "%Y-%m-%d") -> list[str]:
-    """The source sub-folders (or S3 prefixes) of the dates from ``start`` to ``end``, inclusive."""
-    return [day.strftime(pattern) for day in date_range(start, end)]
-
-
 @flow(name="backfill-dicom", log_prints=True)
 def backfill_dicom(
     start: date,

@@ -112,9 +112,9 @@ def test_a_file_is_reported_once_it_stops_changing():
 def test_backfill_dates_are_inclusive_and_checked():
     from datetime import date
 
-    from flows.backfill import date_prefixes
+    from flows.backfill import date_range
 
-    assert date_prefixes(date(2024, 2, 28), date(2024, 3, 1)) == ["2024-02-28", "2024-02-29", "2024-03-01"]
-    assert date_prefixes(date(2024, 1, 1), date(2024, 1, 1), pattern="%Y/%m/%d") == ["2024/01/01"]
+    assert date_range(date(2024, 2, 28), date(2024, 3, 1)) == [date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1)]
+    assert date_range(date(2024, 1, 1), date(2024, 1, 1)) == [date(2024, 1, 1)]
     with pytest.raises(ValueError, match="before its start"):
-        date_prefixes(date(2024, 1, 2), date(2024, 1, 1))
+        date_range(date(2024, 1, 2), date(2024, 1, 1))
