@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 from flows.ingest import ingest_dicom
 from flows.warehouse import build_warehouse
 from tasks.lake.s3 import is_s3_url
-from tasks.lake.sources import resolve_scope
+from tasks.lake.scope import resolve_scope
 
 
 def date_range(start: date, end: date) -> list[date]:

@@ -119,7 +119,7 @@ def check_local_paths(*, source: str | None, lake: str | None, day: date | None,
     """
     from tasks.errors import SourceError
     from tasks.lake.files import ensure_writable_folder
-    from tasks.lake.sources import resolve_scope
+    from tasks.lake.scope import resolve_scope
 
     if source is not None or not block:
         location = resolve_scope(source or "data/incoming", day=day).location

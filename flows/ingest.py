@@ -29,7 +29,7 @@ from tasks.pool import warm_process_pool
 from tasks.lake.storage import batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
 from tasks.lake.s3 import is_s3_url
-from tasks.lake.sources import resolve_scope
+from tasks.lake.scope import resolve_scope
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)

@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 
 from tasks.lake.files import disk_full_reported
 from tasks.lake.manifest import processed_versions, read_local_manifest
-from tasks.lake.sources import SourceScope, keys_under
+from tasks.lake.scope import SourceScope, keys_under
 from tasks.lake.s3 import S3Access, is_s3_url, list_s3_objects, make_s3_client, parse_s3_url
 from tasks.lake.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch, staging_turn
 from tasks.lake.storage import ObjectInfo, list_local_objects

@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from tasks.errors import SourceError
-from tasks.lake.sources import resolve_scope, template_root
+from tasks.lake.scope import resolve_scope, template_root
 from tasks.lake.storage import ObjectInfo, list_local_objects
-from tasks.lake.sources import keys_under
+from tasks.lake.scope import keys_under
 
 
 def test_a_date_partition_reads_a_prefix_of_the_template_root():

@@ -1,4 +1,4 @@
-"""Where a run reads: the provider's root, and the narrower part of it one run lists.
+"""Where a run reads (its scope): the provider's root, and the narrower part of it one run lists.
 
 An object's key is its path relative to the provider's root (the configured source),
 whatever narrower part a run reads: one day of a backfill, the prefix an S3 notification
