@@ -132,6 +132,8 @@ def main(args: argparse.Namespace) -> int:
     from tasks.dicom.corpus import generate_corpus
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-"))
+    if args.s3_latency_ms is not None:
+        return _run_s3(args, work)
     server, api = _start_server() if "pipeline" in args.variants else (None, "")
     env = {**os.environ, "PREFECT_API_URL": api} if api else dict(os.environ)
     env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
@@ -186,4 +188,36 @@ def main(args: argparse.Namespace) -> int:
             if (lo, variant) in rss and (hi, variant) in rss:
                 print(f"{variant:<9} peak RSS N={hi} / N={lo}: {rss[hi, variant] / rss[lo, variant]:.2f}x; "
                       f"ms per file {seconds[hi, variant] / hi * 1e3:.2f} vs {seconds[lo, variant] / lo * 1e3:.2f}")
+    return 0
+
+
+def _run_s3(args: argparse.Namespace, work: Path) -> int:
+    """``--s3-latency-ms``: folder -> folder against s3:// -> s3:// at that latency (benchmarks/s3.py)."""
+    from benchmarks.s3 import report, run_side_by_side
+    from tasks.dicom.corpus import generate_corpus
+
+    server, api = _start_server()
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; workdir {work}; "
+          f"S3 latency {args.s3_latency_ms:g} ms per request")
+    _compile_project()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in args.files:
+            corpus = work / f"corpus-{args.profile}-{n}"
+            if not corpus.exists():
+                generate_corpus(corpus, files=n, profile=args.profile, seed=args.seed)
+            outputs = Path(tempfile.mkdtemp(prefix="outputs-", dir=work))
+            try:
+                figures = run_side_by_side(corpus, outputs, latency_ms=args.s3_latency_ms, env=env,
+                                           batch_size=args.batch_size, max_concurrency=args.s3_max_concurrency)
+            finally:
+                shutil.rmtree(outputs, ignore_errors=True)
+            print(f"N={n} ({args.profile})")
+            print(report(*figures), flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     return 0

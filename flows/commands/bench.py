@@ -62,6 +62,14 @@ def _add_ingest(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--batch-size", type=int, default=None, help="pipeline files per task")
     p.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp dir)")
+    p.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=None,
+        help="instead of the variants: the same files folder -> folder and s3:// -> s3:// (moto behind a proxy "
+        "holding each request this long, e.g. 20), side by side; files/s, ratio, S3 requests per file",
+    )
+    p.add_argument("--s3-max-concurrency", type=int, default=None, help="s3_max_concurrency of the S3 run (default: the setting's)")
     # one variant in a process of its own (the benchmark starts these)
     p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
