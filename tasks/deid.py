@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-BLOCK_SIZE = 64  # SHA-256's block size in bytes
 
 
 def pseudonym(value: str, secret: str) -> str:
@@ -31,16 +30,3 @@ def pseudonym(value: str, secret: str) -> str:
 def pseudo_uid(value: str, secret: str) -> str:
     """A valid ``2.25.`` UID derived from ``value`` under ``secret`` (at most 44 characters)."""
     return f"2.25.{int(pseudonym(value, secret)[:32], 16)}"
-
-
-def hmac_pads(secret: str) -> tuple[str, str]:
-    """The inner and outer HMAC pad keys of ``secret`` as hex, for the SQL macro.
-
-    HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)); SQL engines have SHA-256 but no
-    XOR on bytes, so the pads are computed here and handed to dbt as variables.
-    """
-    key = secret.encode()
-    if len(key) > BLOCK_SIZE:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(BLOCK_SIZE, b"\0")
-    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
