@@ -43,6 +43,8 @@ def use_prefect_server() -> str:
     if _server_listening(LOCAL_API):
         os.environ["PREFECT_API_URL"] = LOCAL_API
         return LOCAL_API
+    # a temporary server lives for one command: its usage telemetry could only fail (and print so)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return "temporary local server (start one with `python -m flows server` to keep runs and the UI)"
 
 
