@@ -37,7 +37,7 @@ def use_prefect_server() -> str:
     with ``python -m flows server``); else Prefect's temporary local server, which needs
     nothing but takes 20-30 s to start.
     """
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # minutes on a busy machine
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     if _server_listening(LOCAL_API):
