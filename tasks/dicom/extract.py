@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
 from tasks.dicom.entities import (
+    DEID_EXPORTS,
     DEVICES,
     EXTRACTED,
     IMAGES,
@@ -32,12 +33,14 @@ from tasks.dicom.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
+from tasks.dicom.deid_export import ExportJob, export_row, patient_key, settle_exports
 from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
 from tasks.pixels.preview import PreviewOptions, render_dataset
 
 __all__ = [
     "PREVIEW_ERRORS",
     "BatchFrames",
+    "ExportJob",
     "Lineage",
     "PreviewJob",
     "SourceFile",
@@ -129,6 +132,7 @@ def extract_batch(
     executor: Executor | None = None,
     parts: int = 1,
     previews: PreviewJob | None = None,
+    export: ExportJob | None = None,
 ) -> BatchFrames:
     """Extract a batch of files into one frame per entity table.
 
@@ -156,6 +160,9 @@ def extract_batch(
         Also render each image's preview while its file is in memory and parsed (one
         read, one parse per file); adds the frames ``previews`` and ``preview_errors``
         (``ingest_errors`` rows of stage ``preview``).
+    export : ExportJob, optional
+        Also write each image's de-identified DICOM file while its file is in memory and
+        parsed; adds the frame ``deid_exports`` (exported or withheld, with a reason).
 
     Returns
     -------
@@ -163,12 +170,13 @@ def extract_batch(
     """
     ordered = sorted(files, key=lambda f: f.key)
     if executor is None or parts <= 1 or len(ordered) < 2 * parts:
-        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold, previews=previews)]
+        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold, previews=previews, export=export)]
     else:
         size = -(-len(ordered) // parts)
         chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
         futures = [
-            executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold, previews=previews) for chunk in chunks
+            executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold, previews=previews, export=export)
+            for chunk in chunks
         ]
         pieces = [f.result() for f in futures]
     frames = {name: pl.concat([p[name] for p in pieces], how="vertical") for name in pieces[0]}
@@ -179,11 +187,19 @@ def extract_batch(
     if previews is not None:
         out[PREVIEWS.name] = _frame(PREVIEWS, frames[PREVIEWS.name], lineage)
         out[PREVIEW_ERRORS] = _frame(INGEST_ERRORS, frames[PREVIEW_ERRORS], lineage)
+    if export is not None:
+        settled = settle_exports(frames[DEID_EXPORTS.name].iter_rows(named=True), export.lake)
+        exports = pl.DataFrame(settled, schema=_data_schema(DEID_EXPORTS))
+        out[DEID_EXPORTS.name] = _frame(DEID_EXPORTS, exports, lineage)
     return BatchFrames(out)
 
 
 def extract_rows(
-    files: Sequence[SourceFile], *, bulk_threshold: int = 1024, previews: PreviewJob | None = None
+    files: Sequence[SourceFile],
+    *,
+    bulk_threshold: int = 1024,
+    previews: PreviewJob | None = None,
+    export: ExportJob | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Extract files into one frame per table, in the given order, before batch-level steps.
 
@@ -194,7 +210,7 @@ def extract_rows(
     ----------
     files : sequence of SourceFile
     bulk_threshold : int, default 1024
-    previews : PreviewJob, optional
+    previews, export : PreviewJob, ExportJob, optional
         See :func:`extract_batch`.
 
     Returns
@@ -204,12 +220,18 @@ def extract_rows(
     tables = {e.name: e for e in EXTRACTED}
     if previews is not None:
         tables |= {PREVIEWS.name: PREVIEWS, PREVIEW_ERRORS: INGEST_ERRORS}
+    if export is not None:
+        tables |= {DEID_EXPORTS.name: DEID_EXPORTS}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     with quiet_pydicom():
         for src in files:
             ds = _extract_one(src, rows, bulk_threshold)
-            if ds is not None and previews is not None and rows[IMAGES.name][-1]["has_pixel_data"]:
+            if ds is None or not rows[IMAGES.name][-1]["has_pixel_data"]:
+                continue
+            if previews is not None:
                 _preview_one(ds, rows, previews)
+            if export is not None:
+                _export_one(ds, rows, export)
     # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
     return {name: pl.from_arrow(pa.Table.from_pylist(rows[name], schema=_arrow_schema(e))) for name, e in tables.items()}
 
@@ -223,6 +245,14 @@ def _preview_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: Previe
         rows[PREVIEWS.name].append(preview | lineage_cols)
     else:
         rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+
+
+def _export_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: ExportJob) -> None:
+    image, patient = rows[IMAGES.name][-1], rows[PATIENTS.name][-1]
+    # the patient key and UID as the raw tables hold them: the warehouse's map is built from those
+    key = patient_key(patient["PatientID"], patient["IssuerOfPatientID"])
+    row = export_row(ds, sop_uid=image["SOPInstanceUID"], source_key=image["source_key"], patient=key, job=job)
+    rows[DEID_EXPORTS.name].append(row | {"source_etag": image["source_etag"]})
 
 
 def _data_schema(entity: Entity) -> dict[str, pl.DataType]:

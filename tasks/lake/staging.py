@@ -32,7 +32,7 @@ from tasks.errors import FileRejected, Reason
 from tasks.lake.files import writing
 from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
 from tasks.lake.manifest import manifest_frame, manifest_key
-from tasks.lake.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
+from tasks.lake.storage import ARCHIVE_ZONE, DEID_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
 from tasks.lake.s3 import (
     S3Access,
     copy_s3_objects,
@@ -233,7 +233,7 @@ def publish_batch(
     if is_s3_url(lake):
         client = make_s3_client(access)
         location = parse_s3_url(lake)
-        upload_tree(client, Path(staged.staging_lake), location, zones=(TABLES_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, ARCHIVE_ZONE))
+        upload_tree(client, Path(staged.staging_lake), location, zones=(TABLES_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, ARCHIVE_ZONE, DEID_ZONE))
         path = write_parquet_atomic(frame, work / manifest_key(staged.batch_id))
         upload_s3_objects(client, [(path, location.key(manifest_key(staged.batch_id)))], location.bucket)
     else:
