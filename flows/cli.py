@@ -124,6 +124,7 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
             settings_block=args.settings_block,
             compression=args.compression,
             transcode=args.transcode,
+            export_deid=args.export_deid,
             **_incremental_options(args),
         )
     print_summary(summary, api)
@@ -200,6 +201,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
+    )
+    p.add_argument(
+        "--export-deid",
+        action="store_true",
+        help="also write de-identified DICOM files (deid/ zone) with the warehouse's pseudonyms; see docs/deid-export.md",
     )
     p.add_argument(
         "--dask-address",

