@@ -65,6 +65,8 @@ class Reason(StrEnum):
     DICOMDIR = "dicomdir"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     PIXEL_DECODE = "pixel_decode"
+    #: pixels withheld from the shareable layer: burned-in text not removed and verified
+    BURNED_IN_TEXT = "burned_in_text"
     # objects and archives (S3 and ZIP ingest)
     MISSING_OBJECT = "missing_object"
     ACCESS_DENIED = "access_denied"
