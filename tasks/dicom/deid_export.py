@@ -45,6 +45,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tasks.lake.files import temporary_name, write_atomic
+from tasks.pixels.display import decode_all
+from tasks.pixels.privacy import PixelText, RegionRule, TriageRule, clean_pixels, read_region_rules, read_triage_rules, triage
 from tasks.lake.storage import DEID_ZONE
 from tasks.deid import RULES_SEED, date_offset_days, pseudo_uid, pseudonym, read_rules
 
@@ -545,21 +547,57 @@ def _file_meta(out: Dataset, syntax: str) -> FileMetaDataset:
 PixelJudge = Callable[[Dataset], PixelOutcome]
 
 
-def judge_pixels(ds: Dataset) -> PixelOutcome:
-    """The pixel-privacy decision of the export (until a check exists, nothing is claimed clean)."""
-    return PixelOutcome("withheld", reason="no pixel privacy check is available to clear this image")
+@lru_cache(maxsize=1)
+def _pixel_rules() -> tuple[tuple[TriageRule, ...], tuple[RegionRule, ...]]:
+    """The pixel-privacy seeds' triage and region rules, read once per process."""
+    return read_triage_rules(), read_region_rules()
+
+
+def judge_pixels(ds: Dataset, *, mode: PixelText = "all") -> PixelOutcome:
+    """The pixel-privacy decision for an exported image, by the previews' own code.
+
+    Triage from the header first (no decoding for images not at risk); an image at risk
+    is decoded and cleaned by :func:`tasks.pixels.privacy.clean_pixels`, which verifies
+    the result with a second OCR pass or withholds the image.
+
+    Parameters
+    ----------
+    ds : Dataset
+    mode : {"all", "sensitive", "none"}, default "all"
+        The ``pixel_text`` setting (see :func:`tasks.pixels.privacy.clean_pixels`).
+
+    Returns
+    -------
+    PixelOutcome
+    """
+    rules, regions = _pixel_rules()
+    found = triage(ds, rules)
+    if found.status == "not_at_risk":
+        return PixelOutcome("not_needed", method="triage", verified=True)
+    result = clean_pixels(ds, decode_all(ds), mode=mode, regions=regions, triaged=found)
+    if result.status == "cleaned" and result.pixels is not None:  # cleaned means verified there
+        return PixelOutcome("cleaned", pixels=result.pixels, method=result.method, verified=True)
+    if result.status == "not_needed":  # pixel_text=none: as stored, nothing verified
+        return PixelOutcome("not_needed", method=result.method, reason=f"triage {found.status}, pixel_text={mode}")
+    return PixelOutcome("withheld", method=result.method, reason=result.reason or "burned_in_text")
 
 
 @dataclass(frozen=True)
 class ExportJob:
-    """Write de-identified DICOM files into ``lake`` under ``secret``, pixels judged by ``judge``.
+    """Write de-identified DICOM files into ``lake`` under ``secret``.
 
-    ``judge`` is a module-level function (a process pool pickles the job).
+    Pixels are judged by :func:`judge_pixels` in the ``pixel_text`` mode, or by ``judge``
+    (a module-level function: a process pool pickles the job).
     """
 
     lake: Path
     secret: str = field(repr=False)
-    judge: PixelJudge = judge_pixels
+    judge: PixelJudge | None = None
+    pixel_text: PixelText = "all"
+
+    def judge_pixels(self, ds: Dataset) -> PixelOutcome:
+        """This job's pixel-privacy decision: its ``judge``, else :func:`judge_pixels` in its mode."""
+        return self.judge(ds) if self.judge is not None else judge_pixels(ds, mode=self.pixel_text)
 
     def write(self, key: str, data: bytes) -> None:
         """Store a file under its lake key, atomically."""
@@ -604,7 +642,7 @@ def export_row(
         "status": "withheld", "pixel_deid_status": None, "pixel_deid_method": None, "reason": None,
     }
     try:
-        outcome = job.judge(ds)
+        outcome = job.judge_pixels(ds)
     except Exception as exc:  # noqa: BLE001 - nothing checked the pixels: withheld, never exported
         row.update(pixel_deid_status="withheld", reason=f"pixel check failed ({type(exc).__name__})")
         return row

@@ -28,18 +28,22 @@ from tasks.dicom.deid_export import (
     export_row,
     patient_key,
     read_profile,
+    settle_exports,
     shift_date,
     shift_datetime,
 )
 from tasks.dicom.extract import Lineage, SourceFile, extract_batch
 from tasks.dicom.synthetic import MODALITIES, make_instance
 from tasks.lake.storage import list_local_objects
+from tasks.pixels.display import to_display
+from tasks.pixels.ocr import Tesseract
+from tests import burned_in
 from tests.conftest import PYDICOM_TEST_FILES
 
 SECRET = "unit-secret"
 
 
-def _instance(code: str = "CT") -> Dataset:
+def _instance(code: str = "CT", *, extras: bool = True) -> Dataset:
     patient = {"name": "Doe^Jane", "id": "PID123456", "birth": "19510829", "sex": "F", "age": "093Y"}
     study = {"uid": "1.2.3.4.5.100", "id": "S77", "date": "20200414", "time": "101010", "accession": "ACC998877",
              "description": "CT head for Jane Doe"}
@@ -47,6 +51,8 @@ def _instance(code: str = "CT") -> Dataset:
               "manufacturer": "ACME", "model": "CT-1", "serial": "SN0042", "station": "STATION9", "body_part": "HEAD"}
     ds = make_instance(patient=patient, study=study, series=series, mod=MODALITIES[code], index=0,
                        rng=random.Random(1), nprng=np.random.default_rng(1))
+    if not extras:
+        return ds
     # what real files carry beyond the synthetic ones: nested identity, private tags, overlays
     ref = Dataset()
     ref.ReferencedSOPClassUID = CTImageStorage
@@ -183,10 +189,14 @@ def test_big_endian_input_is_written_little_endian(profile):
     assert np.array_equal(out.pixel_array, ds.pixel_array)
 
 
+def _withhold(ds: Dataset) -> PixelOutcome:
+    return PixelOutcome("withheld", method="test", reason="burned_in_text_remains")
+
+
 def test_withheld_images_are_never_written(tmp_path):
-    job = ExportJob(tmp_path, SECRET)  # the default judge: nothing can clear pixels yet
+    job = ExportJob(tmp_path, SECRET, _withhold)
     row = export_row(_instance(), sop_uid="1.2.3", source_key="a/b.dcm", patient="p^", job=job)
-    assert row["status"] == "withheld" and row["deid_key"] is None and row["reason"]
+    assert row["status"] == "withheld" and row["deid_key"] is None and row["reason"] == "burned_in_text_remains"
     assert not list(tmp_path.rglob("*.dcm"))
     with pytest.raises(ValueError, match="withheld"):
         export_instance(_instance(), secret=SECRET, patient="p^", pixels=PixelOutcome("withheld"))
@@ -224,3 +234,39 @@ def test_extraction_exports_every_pydicom_image_or_withholds_it(tmp_path, pydico
         pydicom.dcmread(tmp_path / key)
     assert exports["batch_id"].unique().to_list() == ["b1"]
     assert Path(tmp_path / "deid").is_dir()
+
+
+def _exported(tmp_path: Path, ds: Dataset, job: ExportJob) -> tuple[dict, Dataset | None]:
+    row = export_row(ds, sop_uid=ds.SOPInstanceUID, source_key="k.dcm", patient="p^", job=job)
+    settle_exports([row], tmp_path)
+    return row, (pydicom.dcmread(tmp_path / row["deid_key"]) if row["status"] == "exported" else None)
+
+
+def test_ct_without_text_is_exported_as_stored(tmp_path):
+    ds = _instance("CT", extras=False)
+    row, out = _exported(tmp_path, ds, ExportJob(tmp_path, SECRET))
+    assert (row["status"], row["pixel_deid_status"], row["pixel_deid_method"]) == ("exported", "not_needed", "triage")
+    assert np.array_equal(out.pixel_array, ds.pixel_array)
+    assert out.BurnedInAnnotation == "NO"
+    assert CLEAN_PIXEL_DATA not in [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
+
+
+def test_burned_in_text_is_cleaned_before_export_and_ocr_finds_none(tmp_path):
+    """Text drawn at the edges of an ultrasound image (and in an overlay plane): the exported
+    file's pixels hold none of it that OCR can read, and say how they were cleaned."""
+    drawn = burned_in.draw_text(240, 320, font_size=12, light_on_dark=True)
+    ds = burned_in.with_overlay_text(burned_in.burned_in_dataset(drawn), drawn)
+    row, out = _exported(tmp_path, ds, ExportJob(tmp_path, SECRET))
+    assert row["pixel_deid_status"] in ("cleaned", "withheld")
+    if out is None:  # withheld: no file at all
+        assert not list(tmp_path.rglob("*.dcm")) and row["reason"]
+        return
+    assert row["pixel_deid_status"] == "cleaned" and "verified" in row["pixel_deid_method"]
+    assert CLEAN_PIXEL_DATA in [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
+    assert out.BurnedInAnnotation == "NO"
+    assert not [e for e in out if 0x6000 <= e.tag.group <= 0x601E]
+    words = {burned_in.normalize(w.text) for w in Tesseract().read_words(to_display(out.pixel_array, out))}
+    text = " ".join(words)
+    assert not [t for t in burned_in.phi_tokens() if t in text]
+    original = {burned_in.normalize(w.text) for w in Tesseract().read_words(to_display(ds.pixel_array, ds))}
+    assert [t for t in burned_in.phi_tokens() if t in " ".join(original)]  # the same reading sees the text before
