@@ -27,7 +27,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -41,12 +41,13 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import pack_bits
-from pydicom.sequence import Sequence
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID_dictionary, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tasks.lake.files import temporary_name, write_atomic
 from tasks.pixels.display import decode_all
-from tasks.pixels.privacy import PixelText, RegionRule, TriageRule, clean_pixels, read_region_rules, read_triage_rules, triage
+from tasks.pixels.privacy import clean_batch
+from tasks.pixels.triage import PixelText, RegionRule, TriageRule, read_region_rules, read_triage_rules, triage
 from tasks.lake.storage import DEID_ZONE
 from tasks.deid import RULES_SEED, date_offset_days, pseudo_uid, pseudonym, read_rules
 
@@ -59,6 +60,7 @@ __all__ = [
     "deidentify_dataset",
     "export_instance",
     "export_row",
+    "export_rows",
     "judge_pixels",
     "patient_key",
     "phi_terms",
@@ -374,7 +376,7 @@ def _copy(ds: Dataset, keys: _Keys, *, top: bool) -> Dataset:
             if keyword in REMOVED_SEQUENCES or action == "X":
                 continue
             items = [] if action == "Z" else [_copy(item, keys, top=False) for item in elem.value]
-            out.add(DataElement(tag, "SQ", Sequence(items)))
+            out.add(DataElement(tag, "SQ", DicomSequence(items)))
             continue
         value = _value(elem, keyword, keys)
         if value is _REMOVE:
@@ -429,7 +431,7 @@ def _value(elem: DataElement, keyword: str, keys: _Keys) -> Any:
     return out[0] if len(out) == 1 else out
 
 
-def _method_codes(codes: Iterable[str]) -> Sequence:
+def _method_codes(codes: Iterable[str]) -> DicomSequence:
     items = []
     for code in codes:
         item = Dataset()
@@ -437,7 +439,7 @@ def _method_codes(codes: Iterable[str]) -> Sequence:
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = CODE_MEANINGS.get(code, code)
         items.append(item)
-    return Sequence(items)
+    return DicomSequence(items)
 
 
 def export_instance(
@@ -553,33 +555,47 @@ def _pixel_rules() -> tuple[tuple[TriageRule, ...], tuple[RegionRule, ...]]:
     return read_triage_rules(), read_region_rules()
 
 
-def judge_pixels(ds: Dataset, *, mode: PixelText = "all") -> PixelOutcome:
-    """The pixel-privacy decision for an exported image, by the previews' own code.
+def judge_pixels(datasets: Sequence[Dataset], *, mode: PixelText = "all") -> list[PixelOutcome]:
+    """The pixel-privacy decisions for images to export, by the previews' own code.
 
-    Triage from the header first (no decoding for images not at risk); an image at risk
-    is decoded and cleaned by :func:`tasks.pixels.privacy.clean_pixels`, which verifies
-    the result with a second OCR pass or withholds the image.
+    Triage from the header first (no decoding for images not at risk); the images at risk
+    are decoded and cleaned together by :func:`tasks.pixels.privacy.clean_batch` (one OCR
+    run per step for all), which verifies the result with another reading or withholds.
 
     Parameters
     ----------
-    ds : Dataset
+    datasets : sequence of Dataset
     mode : {"all", "sensitive", "none"}, default "all"
         The ``pixel_text`` setting (see :func:`tasks.pixels.privacy.clean_pixels`).
 
     Returns
     -------
-    PixelOutcome
+    list of PixelOutcome
+        In the order of ``datasets``; an image whose pixels cannot be decoded is withheld.
     """
     rules, regions = _pixel_rules()
-    found = triage(ds, rules)
-    if found.status == "not_at_risk":
-        return PixelOutcome("not_needed", method="triage", verified=True)
-    result = clean_pixels(ds, decode_all(ds), mode=mode, regions=regions, triaged=found)
-    if result.status == "cleaned" and result.pixels is not None:  # cleaned means verified there
-        return PixelOutcome("cleaned", pixels=result.pixels, method=result.method, verified=True)
-    if result.status == "not_needed":  # pixel_text=none: as stored, nothing verified
-        return PixelOutcome("not_needed", method=result.method, reason=f"triage {found.status}, pixel_text={mode}")
-    return PixelOutcome("withheld", method=result.method, reason=result.reason or "burned_in_text")
+    outcomes: list[PixelOutcome | None] = [None] * len(datasets)
+    risky = []
+    for i, ds in enumerate(datasets):
+        try:
+            found = triage(ds, rules)
+            if found.status == "not_at_risk":
+                outcomes[i] = PixelOutcome("not_needed", method="triage", verified=True)
+            else:
+                risky.append((i, found, decode_all(ds)))
+        except Exception as exc:  # noqa: BLE001 - nothing checked these pixels: withheld
+            outcomes[i] = PixelOutcome("withheld", reason=f"pixel data could not be decoded ({type(exc).__name__})")
+    cleaned = clean_batch(
+        [(datasets[i], pixels) for i, _, pixels in risky], mode=mode, regions=regions, triaged=[f for _, f, _ in risky]
+    )
+    for (i, found, _), result in zip(risky, cleaned, strict=True):
+        if result.status == "cleaned" and result.pixels is not None:  # cleaned means verified there
+            outcomes[i] = PixelOutcome("cleaned", pixels=result.pixels, method=result.method, verified=True)
+        elif result.status == "not_needed":  # pixel_text=none: as stored, nothing verified
+            outcomes[i] = PixelOutcome("not_needed", method=result.method, reason=f"triage {found.status}, pixel_text={mode}")
+        else:
+            outcomes[i] = PixelOutcome("withheld", method=result.method, reason=result.reason or "burned_in_text")
+    return outcomes  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -595,62 +611,81 @@ class ExportJob:
     judge: PixelJudge | None = None
     pixel_text: PixelText = "all"
 
-    def judge_pixels(self, ds: Dataset) -> PixelOutcome:
-        """This job's pixel-privacy decision: its ``judge``, else :func:`judge_pixels` in its mode."""
-        return self.judge(ds) if self.judge is not None else judge_pixels(ds, mode=self.pixel_text)
+    def judge_pixels(self, datasets: Sequence[Dataset]) -> list[PixelOutcome]:
+        """This job's pixel-privacy decisions: its ``judge``'s, else :func:`judge_pixels` in its mode."""
+        if self.judge is None:
+            return judge_pixels(datasets, mode=self.pixel_text)
+        return [_judged(self.judge, ds) for ds in datasets]
 
     def write(self, key: str, data: bytes) -> None:
         """Store a file under its lake key, atomically."""
         write_atomic(os.path.join(self.lake, key), data)  # no Path per file: they add up
 
 
-def export_row(
-    ds: Dataset,
-    *,
-    sop_uid: str,
-    source_key: str,
-    patient: str,
+def _judged(judge: PixelJudge, ds: Dataset) -> PixelOutcome:
+    try:
+        return judge(ds)
+    except Exception as exc:  # noqa: BLE001 - nothing checked the pixels: withheld, never exported
+        return PixelOutcome("withheld", reason=f"pixel check failed ({type(exc).__name__})")
+
+
+def export_rows(
+    items: Sequence[tuple[Dataset, str, str, str]],
     job: ExportJob,
+    *,
     profile: ExportProfile | None = None,
-) -> dict[str, Any]:
-    """Export one instance (or withhold it) and return its ``deid_exports`` row (without lineage).
+) -> list[dict[str, Any]]:
+    """Export images (or withhold them) and return their ``deid_exports`` rows (without lineage).
 
     Parameters
     ----------
-    ds : Dataset
-    sop_uid : str
-        Its SOPInstanceUID as the ``images`` table holds it; the file is named by its pseudonym.
-    source_key : str
-        The file's key at the source (lineage); the file waits under a temporary name
-        derived from it until :func:`settle_exports`.
-    patient : str
-        The patient key (:func:`patient_key`).
+    items : sequence of (Dataset, str, str, str)
+        ``(dataset, SOPInstanceUID, source key, patient key)``: the UID as the ``images``
+        table holds it (the file is named by its pseudonym), the file's key at the source
+        (the file waits under a temporary name derived from it until :func:`settle_exports`)
+        and the patient key (:func:`patient_key`). Their pixels are judged together.
     job : ExportJob
         Where to write, the key, and the pixel-privacy decision.
     profile : ExportProfile, optional
 
     Returns
     -------
-    dict
-        ``SOPInstanceUID``, ``source_key``, ``image_pseudonym``, ``deid_key``, ``deid_bytes``, ``status``
-        (``exported`` or ``withheld``), ``pixel_deid_status``, ``pixel_deid_method``, ``reason``.
+    list of dict
+        ``SOPInstanceUID``, ``source_key``, ``image_pseudonym``, ``deid_key``, ``deid_bytes``,
+        ``status`` (``exported`` or ``withheld``), ``pixel_deid_status``, ``pixel_deid_method``,
+        ``reason``; in the order of ``items``.
     """
-    secret = job.secret
-    image_id = pseudonym(sop_uid, secret)
-    row: dict[str, Any] = {
-        "SOPInstanceUID": sop_uid, "source_key": source_key, "image_pseudonym": image_id, "deid_key": None, "deid_bytes": None,
-        "status": "withheld", "pixel_deid_status": None, "pixel_deid_method": None, "reason": None,
-    }
     try:
-        outcome = job.judge_pixels(ds)
-    except Exception as exc:  # noqa: BLE001 - nothing checked the pixels: withheld, never exported
-        row.update(pixel_deid_status="withheld", reason=f"pixel check failed ({type(exc).__name__})")
-        return row
-    row.update(pixel_deid_status=outcome.status, pixel_deid_method=outcome.method or None, reason=outcome.reason or None)
+        outcomes = job.judge_pixels([ds for ds, *_ in items])
+    except Exception as exc:  # noqa: BLE001 - OCR or a decoder failed for the group: nothing is claimed clean
+        outcomes = [PixelOutcome("withheld", reason=f"pixel check failed ({type(exc).__name__})")] * len(items)
+    return [
+        _export(ds, uid, key, patient, outcome, job, profile)
+        for (ds, uid, key, patient), outcome in zip(items, outcomes, strict=True)
+    ]
+
+
+def export_row(
+    ds: Dataset, *, sop_uid: str, source_key: str, patient: str, job: ExportJob, profile: ExportProfile | None = None
+) -> dict[str, Any]:
+    """:func:`export_rows` for one image."""
+    return export_rows([(ds, sop_uid, source_key, patient)], job, profile=profile)[0]
+
+
+def _export(
+    ds: Dataset, sop_uid: str, source_key: str, patient: str, outcome: PixelOutcome, job: ExportJob,
+    profile: ExportProfile | None,
+) -> dict[str, Any]:
+    image_id = pseudonym(sop_uid, job.secret)
+    row: dict[str, Any] = {
+        "SOPInstanceUID": sop_uid, "source_key": source_key, "image_pseudonym": image_id, "deid_key": None,
+        "deid_bytes": None, "status": "withheld", "pixel_deid_status": outcome.status,
+        "pixel_deid_method": outcome.method or None, "reason": outcome.reason or None,
+    }
     if outcome.status == "withheld":
         return row
     try:
-        data = export_instance(ds, secret=secret, patient=patient, pixels=outcome, profile=profile)
+        data = export_instance(ds, secret=job.secret, patient=patient, pixels=outcome, profile=profile)
     except Exception as exc:  # noqa: BLE001 - this file's problem; never the value (PHI) in the reason
         row["reason"] = f"could not be written as de-identified DICOM ({type(exc).__name__})"
         return row

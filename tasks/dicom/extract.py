@@ -33,9 +33,9 @@ from tasks.dicom.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
-from tasks.dicom.deid_export import ExportJob, export_row, patient_key, settle_exports
+from tasks.dicom.deid_export import ExportJob, export_rows, patient_key, settle_exports
 from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
-from tasks.pixels.preview import PreviewOptions, render_dataset
+from tasks.pixels.preview import OCR_GROUP, PreviewOptions, render_datasets
 
 __all__ = [
     "PREVIEW_ERRORS",
@@ -223,36 +223,60 @@ def extract_rows(
     if export is not None:
         tables |= {DEID_EXPORTS.name: DEID_EXPORTS}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
+    # images of a group share their OCR runs: (dataset, images row, patients row)
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]] = []
     with quiet_pydicom():
         for src in files:
             ds = _extract_one(src, rows, bulk_threshold)
-            if ds is None or not rows[IMAGES.name][-1]["has_pixel_data"]:
-                continue
-            if previews is not None:
-                _preview_one(ds, rows, previews)
-            if export is not None:
-                _export_one(ds, rows, export)
+            if ds is not None and (previews or export) and rows[IMAGES.name][-1]["has_pixel_data"]:
+                pending.append((ds, rows[IMAGES.name][-1], rows[PATIENTS.name][-1]))
+                if len(pending) >= OCR_GROUP:
+                    _pixel_group(pending, rows, previews, export)
+        if pending:
+            _pixel_group(pending, rows, previews, export)
     # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
     return {name: pl.from_arrow(pa.Table.from_pylist(rows[name], schema=_arrow_schema(e))) for name, e in tables.items()}
 
 
-def _preview_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
-    image = rows[IMAGES.name][-1]
-    uid = image["SOPInstanceUID"]
-    preview, error = render_dataset(job.lake, ds, image["source_key"], uid, pseudonym(uid, job.secret), job.options, image)
-    lineage_cols = {"source_etag": image["source_etag"]}
-    if preview is not None:
-        rows[PREVIEWS.name].append(preview | lineage_cols)
-    else:
-        rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+def _pixel_group(
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]],
+    rows: dict[str, list[dict[str, Any]]],
+    previews: PreviewJob | None,
+    export: ExportJob | None,
+) -> None:
+    """Previews and de-identified files of parsed images, then empty ``pending``."""
+    if previews is not None:
+        _preview_group([(ds, image) for ds, image, _ in pending], rows, previews)
+    if export is not None:
+        _export_group(pending, rows, export)
+    pending.clear()
 
 
-def _export_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: ExportJob) -> None:
-    image, patient = rows[IMAGES.name][-1], rows[PATIENTS.name][-1]
-    # the patient key and UID as the raw tables hold them: the warehouse's map is built from those
-    key = patient_key(patient["PatientID"], patient["IssuerOfPatientID"])
-    row = export_row(ds, sop_uid=image["SOPInstanceUID"], source_key=image["source_key"], patient=key, job=job)
-    rows[DEID_EXPORTS.name].append(row | {"source_etag": image["source_etag"]})
+def _preview_group(pending: list[tuple[Dataset, dict[str, Any]]], rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
+    """Render the previews of parsed images (``(dataset, images row)``)."""
+    items = [
+        (ds, image["source_key"], image["SOPInstanceUID"], pseudonym(image["SOPInstanceUID"], job.secret), image)
+        for ds, image in pending
+    ]
+    for (_, image), (preview, error) in zip(pending, render_datasets(job.lake, items, job.options)):
+        lineage_cols = {"source_etag": image["source_etag"]}
+        if preview is not None:
+            rows[PREVIEWS.name].append(preview | lineage_cols)
+        else:
+            rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+
+
+def _export_group(
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]], rows: dict[str, list[dict[str, Any]]], job: ExportJob
+) -> None:
+    """Write the de-identified files of parsed images (their at-risk pixels cleaned together)."""
+    items = [
+        # the UID and patient key as the raw tables hold them: the warehouse's map is built from those
+        (ds, image["SOPInstanceUID"], image["source_key"], patient_key(patient["PatientID"], patient["IssuerOfPatientID"]))
+        for ds, image, patient in pending
+    ]
+    for (_, image, _), row in zip(pending, export_rows(items, job), strict=True):
+        rows[DEID_EXPORTS.name].append(row | {"source_etag": image["source_etag"]})
 
 
 def _data_schema(entity: Entity) -> dict[str, pl.DataType]:
