@@ -46,8 +46,8 @@ from pydicom.uid import UID_dictionary, ExplicitVRBigEndian, ExplicitVRLittleEnd
 
 from tasks.lake.files import temporary_name, write_atomic
 from tasks.pixels.display import decode_all
-from tasks.pixels.privacy import clean_batch
-from tasks.pixels.triage import PixelText, RegionRule, TriageRule, read_region_rules, read_triage_rules, triage
+from tasks.pixels.privacy import PixelText, clean_batch
+from tasks.pixels.triage import RegionRule, TriageRule, read_region_rules, read_triage_rules, triage
 from tasks.lake.storage import DEID_ZONE
 from tasks.deid import RULES_SEED, date_offset_days, pseudo_uid, pseudonym, read_rules
 
