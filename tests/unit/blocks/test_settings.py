@@ -123,3 +123,12 @@ def test_resolve_reads_the_environment_when_no_block_is_named(tmp_path, monkeypa
     monkeypatch.delenv("DICOM_ETL_SETTINGS_BLOCK", raising=False)
     config = resolve_config(environ=ENVIRON, data_dir=Path(tmp_path), warehouse="/param/wh.duckdb")
     assert (config.lake, config.warehouse) == ("/env/lake", "/param/wh.duckdb")
+
+
+def test_export_deid_from_each_layer(tmp_path):
+    assert merge_config({}, environ={}, data_dir=tmp_path).export_deid is False
+    assert merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "true"}, data_dir=tmp_path).export_deid is True
+    assert merge_config({}, block=_block(export_deid=True), environ={}, data_dir=tmp_path).export_deid is True
+    assert merge_config({"export_deid": True}, environ={"DICOM_ETL_EXPORT_DEID": "0"}, data_dir=tmp_path).export_deid is True
+    with pytest.raises(ConfigError, match="DICOM_ETL_EXPORT_DEID"):
+        merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "maybe"}, data_dir=tmp_path)
