@@ -33,7 +33,8 @@ from tasks.dicom.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
-from tasks.dicom.deid_export import ExportJob, export_rows, patient_key, settle_exports
+from tasks.deid.export import ExportJob, export_rows, settle_exports
+from tasks.deid.header import patient_key
 from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
 from tasks.pixels.preview import OCR_GROUP, PreviewOptions, render_datasets
 

@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.dicom.deid_export import ExportJob
+from tasks.deid.export import ExportJob
 from tasks.dicom.entities import DEID_EXPORTS, INGEST_ERRORS, PREVIEWS
 from tasks.dicom.extract import PREVIEW_ERRORS, Lineage, PreviewJob, SourceFile, extract_batch
 from tasks.errors import DeidError

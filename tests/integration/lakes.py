@@ -13,7 +13,7 @@ import polars as pl
 
 from pydicom.dataset import Dataset
 
-from tasks.dicom.deid_export import ExportJob, PixelJudge, PixelOutcome
+from tasks.deid.export import ExportJob, PixelJudge, PixelOutcome
 from tasks.dicom.entities import INGEST_ERRORS, PREVIEWS
 from tasks.dicom.extract import Lineage, SourceFile, extract_batch
 from tasks.lake.tables import ensure_table_schemas, write_tables

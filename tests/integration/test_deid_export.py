@@ -15,7 +15,7 @@ import duckdb
 import pydicom
 import pytest
 
-from tasks.dicom.deid_export import IMPLEMENTATION_CLASS_UID
+from tasks.deid.export import IMPLEMENTATION_CLASS_UID
 from tests.integration.conftest import SECRET
 from tests.integration.phi import collect_phi, find_phi
 

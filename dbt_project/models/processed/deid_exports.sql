@@ -1,6 +1,6 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
 {#- The de-identified DICOM files of the deid/ zone, one row per image: exported, or withheld
-    with a reason. The file is named by the image pseudonym (tasks/dicom/deid_export.py) and its
+    with a reason. The file is named by the image pseudonym (tasks/deid/export.py) and its
     header carries the same pseudonymous UIDs as these rows. -#}
 with exports as (
     select * from {{ ref('stg_deid_exports') }}

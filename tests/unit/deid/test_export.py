@@ -16,19 +16,21 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from tasks.deid import date_offset_days, pseudo_uid, pseudonym
-from tasks.dicom.deid_export import (
+from tasks.deid.export import (
     CLEAN_PIXEL_DATA,
     ExportJob,
     PixelOutcome,
-    clean_descriptor,
     deid_key,
-    deidentify_dataset,
-    element_action,
     export_instance,
     export_row,
+    settle_exports,
+)
+from tasks.deid.header import (
+    clean_descriptor,
+    deidentify_dataset,
+    element_action,
     patient_key,
     read_profile,
-    settle_exports,
     shift_date,
     shift_datetime,
 )

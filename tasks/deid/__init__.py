@@ -17,7 +17,7 @@ from pathlib import Path
 from tasks.errors import WarehouseError
 
 BLOCK_SIZE = 64  # SHA-256's block size in bytes
-RULES_SEED = Path(__file__).resolve().parents[1] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
+RULES_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
 PSEUDONYMIZING_ACTIONS = frozenset({"D", "U"})
 ANNEX_E_ACTIONS = frozenset({"D", "Z", "X", "K", "C", "U"})
 MAX_DATE_OFFSET_DAYS = 365
