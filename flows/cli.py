@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while starting or running: no traceback, the shell's code
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         from tasks.errors import DicomEtlError
 
