@@ -159,7 +159,7 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
 
     config = resolve_config(
         args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
-        compression=args.compression,
+        compression=args.compression, export_deid=args.export_deid or None,
     )
     origin = None
     if paths.get("source") is None and config.settings_block:
@@ -288,6 +288,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
+    )
+    p.add_argument(
+        "--export-deid",
+        action="store_true",
+        help="also write de-identified DICOM files (deid/ zone) with the warehouse's pseudonyms; see docs/deid-export.md",
     )
     p.add_argument(
         "--dask-address",
