@@ -1,9 +1,9 @@
 """Keyed pseudonyms, computed the same way in Python and in the dbt macros.
 
 ``pseudonym`` is HMAC-SHA256(secret, value) in hex; ``pseudo_uid`` turns its first 128
-bits into a valid ``2.25.<integer>`` UID (PS3.5 B.2). The dbt macro ``hmac_sha256``
-computes the identical HMAC from the precomputed inner and outer pad keys below, so a
-preview named here joins the de-identified rows built there.
+bits into a valid ``2.25.<integer>`` UID (PS3.5 B.2). The warehouse's pseudonym map is
+computed with them (``tasks/warehouse/pseudonyms.py``), so a preview named here joins the
+de-identified rows built there.
 """
 
 from __future__ import annotations
