@@ -58,6 +58,11 @@ class DicomPipelineSettings(Block):
         description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
         "or a deployment name compress-dicom/<name>.",
     )
+    export_deid: bool = Field(
+        default=False,
+        description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
+        "warehouse's pseudonyms, UIDs and date shifts; images whose pixels are not verified clean are withheld.",
+    )
     aws_credentials_block: str | None = Field(
         default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
     )
@@ -95,10 +100,13 @@ ENV_VARS: dict[str, str] = {
     "batch_bytes": "DICOM_ETL_BATCH_BYTES",
     "compression": "DICOM_ETL_COMPRESSION",
     "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
+    "export_deid": "DICOM_ETL_EXPORT_DEID",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
 _INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
+_BOOLEAN_FIELDS = ("export_deid",)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +128,7 @@ class PipelineConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     compression: str = "local"
+    export_deid: bool = False
     s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
     aws_credentials_block: str | None = None
@@ -233,6 +242,11 @@ def merge_config(
 
 
 def _env_value(name: str, var: str, raw: str) -> object:
+    if name in _BOOLEAN_FIELDS:
+        if raw.strip().lower() not in _BOOLEANS:
+            msg = f"${var}={raw!r} is not true or false; set it to true, false, 1 or 0, or unset it"
+            raise ConfigError(msg)
+        return _BOOLEANS[raw.strip().lower()]
     if name not in _INTEGER_FIELDS:
         return raw
     try:
