@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-from blocks.settings import DicomPipelineSettings, resolve_config, temporary_environment
+from blocks.settings import PipelineConfig, resolve_config, temporary_environment
 from tasks.errors import WarehouseError
 from tasks.warehouse.tasks import load_snowflake, write_pseudonym_map
 from tasks.warehouse.snowflake import snowflake_session
@@ -37,57 +36,40 @@ class TargetDbtSettings(PrefectDbtSettings):
         return select_profile_target(super().load_profiles_yml(), target=self.dbt_target, snowflake_block=self.snowflake_block)
 
 
-def _snowflake_settings(settings_block: str | None) -> dict[str, Any]:
-    name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
-    block = DicomPipelineSettings.load(name) if name else None
-    return {
-        "block": getattr(block, "snowflake_connector_block", None) or PROFILE_SNOWFLAKE_BLOCK,
-        "connect": {
-            k: v
-            for k, v in {
-                "host": getattr(block, "snowflake_host", None),
-                "port": getattr(block, "snowflake_port", None),
-                "protocol": getattr(block, "snowflake_protocol", None),
-                "network_timeout": getattr(block, "snowflake_network_timeout", None),
-            }.items()
-            if v
-        },
-    }
-
-
 @flow(name="build-warehouse", log_prints=True)
 def build_warehouse(
     lake: str | None = None,
     warehouse: str | None = None,
     settings_block: str | None = None,
     command: str = "build",
+    config: PipelineConfig | None = None,
 ) -> dict[str, int]:
     """Load the pseudonym map (and on Snowflake the raw tables), then run dbt on them."""
-    config = resolve_config(settings_block, lake=lake, warehouse=warehouse)
-    snowflake = _snowflake_settings(settings_block)
+    config = resolve_config(settings_block, base=config, lake=lake, warehouse=warehouse)
+    connect = config.snowflake_connect
     connector = None
     if config.dbt_target == "snowflake":
         from prefect_snowflake import SnowflakeConnector
 
-        connector = SnowflakeConnector.load(snowflake["block"])
-        load_snowflake(connector, config.lake, config.deid_secret, snowflake["connect"])
+        connector = SnowflakeConnector.load(config.snowflake_connector_block)
+        load_snowflake(connector, config.lake, config.secret, connect)
     else:
         Path(config.warehouse).parent.mkdir(parents=True, exist_ok=True)
-        write_pseudonym_map(config.lake, config.warehouse, config.deid_secret)
+        write_pseudonym_map(config.lake, config.warehouse, config.secret)
 
     env = dbt_environment(
         lake=config.lake,
         warehouse=config.warehouse,
         target=config.dbt_target,
-        snowflake_host=snowflake["connect"].get("host"),
-        snowflake_port=snowflake["connect"].get("port"),
-        snowflake_protocol=snowflake["connect"].get("protocol"),
+        snowflake_host=config.snowflake_host,
+        snowflake_port=config.snowflake_port,
+        snowflake_protocol=config.snowflake_protocol,
     )
     settings = TargetDbtSettings(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
         dbt_target=config.dbt_target,
-        snowflake_block=snowflake["block"],
+        snowflake_block=config.snowflake_connector_block,
     )
     with temporary_environment(env):
         runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
@@ -97,13 +79,13 @@ def build_warehouse(
             release_dbt_duckdb()
             remove_compiled_sql()
     if not result.success:
-        where = config.warehouse if connector is None else f"Snowflake ({snowflake['block']})"
+        where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"
         msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
         raise WarehouseError(msg)
     if connector is None:
         counts = count_rows(Path(config.warehouse))
     else:
-        with snowflake_session(connector, snowflake["connect"]) as connection:
+        with snowflake_session(connector, connect) as connection:
             counts = count_rows_snowflake(connection)
     get_run_logger().info("Warehouse built: %s", counts)
     return counts
