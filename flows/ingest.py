@@ -48,6 +48,7 @@ def ingest_dicom(
     incremental: bool = True,
     compression: str | None = None,
     transcode: bool = False,
+    pixel_text: str | None = None,
     config: PipelineConfig | None = None,
 ) -> dict:
     """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse.
@@ -57,7 +58,7 @@ def ingest_dicom(
     """
     config = resolve_config(
         settings_block, base=config, source=source, lake=lake, warehouse=warehouse,
-        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression,
+        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression, pixel_text=pixel_text,
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
@@ -81,7 +82,7 @@ def ingest_dicom(
         # previews rendered by extraction itself (one read and one parse per file), unless
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
-        preview_args = {"previews": PreviewOptions(), "secret": config.secret} if fused else {}
+        preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
