@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from blocks.settings import PipelineConfig, resolve_config, temporary_environment
+from tasks.compat import close_dbt_duckdb
 from tasks.errors import WarehouseError
 from tasks.warehouse.tasks import load_snowflake, write_pseudonym_map
 from tasks.warehouse.snowflake import snowflake_session
@@ -19,7 +20,6 @@ from tasks.warehouse.dbt import (
     count_rows,
     count_rows_snowflake,
     dbt_environment,
-    release_dbt_duckdb,
     remove_compiled_sql,
     select_profile_target,
 )
@@ -76,7 +76,7 @@ def build_warehouse(
         try:
             result = runner.invoke([command])
         finally:
-            release_dbt_duckdb()
+            close_dbt_duckdb()  # else this process keeps the warehouse file locked
             remove_compiled_sql()
     if not result.success:
         where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"

@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--batch-size", type=int, default=None, help="pipeline files per task")
     p.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp dir)")
+    p.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=None,
+        help="instead of the variants: the same files folder -> folder and s3:// -> s3:// (moto behind a proxy "
+        "holding each request this long, e.g. 20), side by side; files/s, ratio, S3 requests per file",
+    )
+    p.add_argument("--s3-max-concurrency", type=int, default=None, help="s3_max_concurrency of the S3 run (default: the setting's)")
     p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -134,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     from tasks.dicom.corpus import generate_corpus
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-"))
+    if args.s3_latency_ms is not None:
+        return _run_s3(args, work)
     server, api = _start_server() if "pipeline" in args.variants else (None, "")
     env = {**os.environ, "PREFECT_API_URL": api} if api else dict(os.environ)
     env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
@@ -190,4 +200,36 @@ def run(args: argparse.Namespace) -> int:
             if (lo, variant) in rss and (hi, variant) in rss:
                 print(f"{variant:<9} peak RSS N={hi} / N={lo}: {rss[hi, variant] / rss[lo, variant]:.2f}x; "
                       f"ms per file {seconds[hi, variant] / hi * 1e3:.2f} vs {seconds[lo, variant] / lo * 1e3:.2f}")
+    return 0
+
+
+def _run_s3(args: argparse.Namespace, work: Path) -> int:
+    """``--s3-latency-ms``: folder -> folder against s3:// -> s3:// at that latency (benchmarks/s3.py)."""
+    from benchmarks.s3 import report, run_side_by_side
+    from tasks.dicom.corpus import generate_corpus
+
+    server, api = _start_server()
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; workdir {work}; "
+          f"S3 latency {args.s3_latency_ms:g} ms per request")
+    _compile_project()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in args.files:
+            corpus = work / f"corpus-{args.profile}-{n}"
+            if not corpus.exists():
+                generate_corpus(corpus, files=n, profile=args.profile, seed=args.seed)
+            outputs = Path(tempfile.mkdtemp(prefix="outputs-", dir=work))
+            try:
+                figures = run_side_by_side(corpus, outputs, latency_ms=args.s3_latency_ms, env=env,
+                                           batch_size=args.batch_size, max_concurrency=args.s3_max_concurrency)
+            finally:
+                shutil.rmtree(outputs, ignore_errors=True)
+            print(f"N={n} ({args.profile})")
+            print(report(*figures), flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     return 0
