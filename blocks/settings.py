@@ -62,6 +62,10 @@ class DicomPipelineSettings(Block):
         default="all",
         description="Burned-in text on at-risk images: all (remove every text box), sensitive (only text that "
         "looks like PHI) or none (pixels were cleaned upstream). See docs/images-and-privacy.md.",
+    export_deid: bool = Field(
+        default=False,
+        description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
+        "warehouse's pseudonyms, UIDs and date shifts; images whose pixels are not verified clean are withheld.",
     )
     aws_credentials_block: str | None = Field(
         default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
@@ -101,12 +105,15 @@ ENV_VARS: dict[str, str] = {
     "compression": "DICOM_ETL_COMPRESSION",
     "pixel_text": "DICOM_ETL_PIXEL_TEXT",
     "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
+    "export_deid": "DICOM_ETL_EXPORT_DEID",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
 #: The values of pixel_text, as tasks.pixels.privacy.PIXEL_TEXT_MODES (not imported: it loads pydicom)
 PIXEL_TEXT_MODES = ("all", "sensitive", "none")
 _INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
+_BOOLEAN_FIELDS = ("export_deid",)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +137,7 @@ class PipelineConfig:
     compression: str = "local"
     #: burned-in text removal (tasks.pixels.privacy.PIXEL_TEXT_MODES)
     pixel_text: str = "all"
+    export_deid: bool = False
     s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
     aws_credentials_block: str | None = None
@@ -246,6 +254,11 @@ def merge_config(
 
 
 def _env_value(name: str, var: str, raw: str) -> object:
+    if name in _BOOLEAN_FIELDS:
+        if raw.strip().lower() not in _BOOLEANS:
+            msg = f"${var}={raw!r} is not true or false; set it to true, false, 1 or 0, or unset it"
+            raise ConfigError(msg)
+        return _BOOLEANS[raw.strip().lower()]
     if name not in _INTEGER_FIELDS:
         return raw
     try:

@@ -24,6 +24,7 @@ TABLES_ZONE = "tables"
 PREVIEWS_ZONE = "previews"
 QUARANTINE_ZONE = "quarantine"
 ARCHIVE_ZONE = "archive"
+DEID_ZONE = "deid"
 
 
 @dataclass(frozen=True, order=True)
