@@ -62,6 +62,7 @@ class DicomPipelineSettings(Block):
         default="all",
         description="Burned-in text on at-risk images: all (remove every text box), sensitive (only text that "
         "looks like PHI) or none (pixels were cleaned upstream). See docs/images-and-privacy.md.",
+    )
     export_deid: bool = Field(
         default=False,
         description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "

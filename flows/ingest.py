@@ -87,7 +87,7 @@ def ingest_dicom(
         fused = previews and target == "local" and not transcode
         preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
         # the de-identified DICOM export is written by extraction, which has each file parsed
-        export_args = {"export_deid": True, "secret": config.secret} if config.export_deid else {}
+        export_args = {"export_deid": True, "secret": config.secret, "pixel_text": config.pixel_text} if config.export_deid else {}
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
