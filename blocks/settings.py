@@ -310,11 +310,27 @@ def _load_block(name: str) -> DicomPipelineSettings:
     try:
         return DicomPipelineSettings.load(name)
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        saved = saved_settings_blocks()
         msg = (
-            f"no DicomPipelineSettings block named {name!r} on this Prefect server; save it with "
-            "`python -m flows blocks register --env ENV` or name a saved one (--settings-block, $DICOM_ETL_SETTINGS_BLOCK)"
+            f"no DicomPipelineSettings block named {name!r} on this Prefect server "
+            f"(saved: {', '.join(saved) if saved else 'none'}); name a saved one (--settings-block, "
+            "$DICOM_ETL_SETTINGS_BLOCK) or save it with `python -m flows blocks register --env ENV`"
         )
         raise ConfigError(msg) from exc
+
+
+def saved_settings_blocks() -> list[str]:
+    """Names of the DicomPipelineSettings blocks saved on the Prefect server (none if the type is unknown)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    slug = DicomPipelineSettings.get_block_type_slug()
+    with get_client(sync_client=True) as client:
+        try:
+            documents = client.read_block_documents_by_type(slug, include_secrets=False)
+        except (ObjectNotFound, PrefectHTTPStatusError):  # no block of this type was ever saved
+            return []
+    return sorted(d.name for d in documents if d.name and not d.is_anonymous)
 
 
 def resolve_s3_access(config: PipelineConfig) -> S3Access:
