@@ -161,7 +161,7 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
 
     config = resolve_config(
         args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
-        compression=args.compression, export_deid=args.export_deid or None,
+        compression=args.compression, pixel_text=args.pixel_text, export_deid=args.export_deid or None,
     )
     origin = None
     if paths.get("source") is None and config.settings_block:
@@ -312,6 +312,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--compression",
         default=None,
         help="where previews are rendered: local (default), deployment (compress-dicom/remote) or compress-dicom/NAME",
+    )
+    p.add_argument(
+        "--pixel-text",
+        choices=("all", "sensitive", "none"),
+        default=None,
+        help="burned-in text on at-risk images: all (default: remove every text box), sensitive (only what looks "
+        "like PHI), none (cleaned upstream); see docs/images-and-privacy.md",
     )
     p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
