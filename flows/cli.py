@@ -173,7 +173,9 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     from flows.warehouse import build_warehouse
 
     with reporting_api_loss(api):
-        counts = build_warehouse(lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block)
+        counts = build_warehouse(
+            lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block, full_refresh=args.full_refresh
+        )
     for table, n in sorted(counts.items()):
         print(f"processed.{table:<18} {n}")
     return 0
@@ -234,10 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
-    wh = sub.add_parser("warehouse", help="rebuild the warehouse (dbt) from the lake")
+    wh = sub.add_parser("warehouse", help="build the warehouse (dbt) from the lake's batches that arrived since the last build")
     wh.add_argument("--lake", default=None)
     wh.add_argument("--warehouse", default=None)
     wh.add_argument("--settings-block", default=None)
+    wh.add_argument("--full-refresh", action="store_true", help="rebuild every table (and the pseudonym map) from every batch of the lake")
     wh.set_defaults(func=cmd_warehouse)
 
     server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")

@@ -17,7 +17,18 @@ PYDICOM_TEST_FILES = Path(__import__("pydicom.data", fromlist=["x"]).__file__).p
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server (Prefect's test harness), started once per session."""
+    """A real Prefect API server (Prefect's test harness), started once per session.
+
+    ``DICOM_ETL_TEST_PREFECT_API_URL`` names a server already running instead (to watch the
+    runs in its UI, or on a machine too loaded to start one in time).
+    """
+    running = os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL")
+    if running:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: running}):
+            yield
+        return
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

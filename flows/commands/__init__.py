@@ -12,6 +12,7 @@ MODULES: tuple[str, ...] = (
     "flows.commands.bridge",
     "flows.commands.watch",
     "flows.commands.bench_ingest",
+    "flows.commands.bench_increments",
     "flows.commands.synth",
     "flows.commands.errors",
     "flows.commands.bench",

@@ -1,9 +1,29 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
+-- depends_on: {{ source('build', 'build_files') }}
+-- depends_on: {{ ref('stg_images') }}
+-- depends_on: {{ ref('stg_studies') }}
 {#- Images with their preview JPEG. The preview was named in Python by the image's
-    pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map. -#}
+    pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map. #}
 with images as (
     select * from {{ ref('images') }}
 ),
+
+{% if is_incremental() -%}
+-- the images rebuilt in this build (the same rows as processed.images rebuilt), and those with a new preview
+changed as (
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_images') }} as changed_images
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_images.sop_instance_uid
+    where {{ study_in_build('changed_images') }}
+    union
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_previews') }} as changed_previews
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_previews.sop_instance_uid
+    where {{ in_build('changed_previews') }}
+),
+{%- endif %}
 
 previews as (
     select
@@ -47,5 +67,5 @@ joined as (
 
 select * from joined
 {% if is_incremental() %}
-where ingested_at > (select max(ingested_at) from {{ this }})
+where sop_instance_pseudo_uid in (select sop_instance_pseudo_uid from changed)
 {% endif %}
