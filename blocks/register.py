@@ -49,7 +49,34 @@ ENV_VARS = {
     "snowflake_database": "SNOWFLAKE_DATABASE",
     "snowflake_warehouse": "SNOWFLAKE_WAREHOUSE",
     "snowflake_schema": "SNOWFLAKE_SCHEMA",
+    # a Snowflake-compatible endpoint other than <account>.snowflakecomputing.com:443 (fakesnow)
+    "snowflake_host": "SNOWFLAKE_HOST",
+    "snowflake_port": "SNOWFLAKE_PORT",
+    "snowflake_protocol": "SNOWFLAKE_PROTOCOL",
 }
+#: what each setting is, for ``blocks register --help``
+DESCRIPTIONS = {
+    "source": "provider folder or s3://bucket/prefix (default data/incoming)",
+    "lake": "lake folder or s3://bucket/prefix (default data/lake)",
+    "warehouse": "DuckDB file (default data/warehouse.duckdb)",
+    "dbt_target": "duckdb or snowflake (default snowflake when SNOWFLAKE_ACCOUNT is set, else duckdb)",
+    "batch_size": "most files per batch (default 1000)",
+    "deid_secret": "key of the pseudonyms (required except for local; never printed)",
+    "aws_endpoint_url": "S3-compatible endpoint (MinIO, moto)",
+    "snowflake_account": "Snowflake account: saves dicom-snowflake-ENV",
+    "snowflake_host": "Snowflake host, for a non-standard endpoint",
+    "snowflake_port": "Snowflake port, for a non-standard endpoint",
+    "snowflake_protocol": "https (default) or http (fakesnow)",
+}
+
+
+def variables_help() -> str:
+    """Every variable ``blocks register`` reads, with its TOML key, one per line (for ``--help``)."""
+    lines = ["variables read (each wins over the TOML key of the same name in lowercase):"]
+    for key, var in ENV_VARS.items():
+        about = DESCRIPTIONS.get(key, "")
+        lines.append(f"  {var:<24} {key:<22} {about}".rstrip())
+    return "\n".join(lines)
 
 
 class RegistrationError(DicomEtlError):
@@ -160,19 +187,70 @@ def register_environment(env: str, values: Mapping[str, str], *, local_secret: s
         ).save(snowflake_name, overwrite=True)
         saved.append(SavedBlock("snowflake-connector", snowflake_name,
                                 _shown({k: values.get(k) for k in ENV_VARS if k.startswith("snowflake_")})))
-    settings = {
+    settings = settings_fields(env, values, aws_block=aws_name, buckets=buckets, snowflake_block=snowflake_name)
+    DicomPipelineSettings(deid_secret=secret, **settings).save(f"dicom-settings-{env}", overwrite=True)
+    saved.append(SavedBlock("dicom-pipeline-settings", f"dicom-settings-{env}", _shown(settings | {"deid_secret": secret})))
+    return saved
+
+
+def settings_fields(
+    env: str,
+    values: Mapping[str, str],
+    *,
+    aws_block: str | None = None,
+    buckets: Mapping[str, str | None] | None = None,
+    snowflake_block: str | None = None,
+) -> dict[str, object]:
+    """The fields of ``dicom-settings-<env>`` (all but the secret) from the collected values.
+
+    The target is Snowflake when a Snowflake account was given, unless ``dbt_target``
+    says otherwise; the batch size defaults to the documented 1,000 files.
+
+    Raises
+    ------
+    RegistrationError
+        A number (``batch_size``, ``snowflake_port``) that is not a positive whole number,
+        or an unknown ``dbt_target`` or ``snowflake_protocol``.
+    """
+    from blocks.settings import DEFAULT_BATCH_SIZE
+
+    buckets = buckets or {}
+    target = values.get("dbt_target") or ("snowflake" if snowflake_block else "duckdb")
+    if target not in ("duckdb", "snowflake"):
+        msg = f"unknown dbt_target {target!r} ({ENV_VARS['dbt_target']}); use duckdb or snowflake"
+        raise RegistrationError(msg)
+    protocol = values.get("snowflake_protocol")
+    if protocol not in (None, "http", "https"):
+        msg = f"unknown snowflake_protocol {protocol!r} ({ENV_VARS['snowflake_protocol']}); use https or http"
+        raise RegistrationError(msg)
+    fields: dict[str, object] = {
         "environment": env,
         "source": values.get("source", "data/incoming"),
         "lake": values.get("lake", "data/lake"),
         "warehouse": values.get("warehouse", "data/warehouse.duckdb"),
-        "dbt_target": values.get("dbt_target", "snowflake" if snowflake_name and env == "prod" else "duckdb"),
-        "batch_size": int(values.get("batch_size", 200)),
-        "aws_credentials_block": aws_name,
-        "provider_bucket_block": buckets["provider"],
-        "lake_bucket_block": buckets["lake"],
+        "dbt_target": target,
+        "batch_size": _positive(values, "batch_size", DEFAULT_BATCH_SIZE),
+        "aws_credentials_block": aws_block,
+        "provider_bucket_block": buckets.get("provider"),
+        "lake_bucket_block": buckets.get("lake"),
+        "snowflake_host": values.get("snowflake_host"),
+        "snowflake_port": _positive(values, "snowflake_port", None),
+        "snowflake_protocol": protocol,
     }
-    if snowflake_name:  # else the block's default name stands (no Snowflake in this environment)
-        settings["snowflake_connector_block"] = snowflake_name
-    DicomPipelineSettings(deid_secret=secret, **settings).save(f"dicom-settings-{env}", overwrite=True)
-    saved.append(SavedBlock("dicom-pipeline-settings", f"dicom-settings-{env}", _shown(settings | {"deid_secret": secret})))
-    return saved
+    if snowflake_block:  # else the block's default name stands (no Snowflake in this environment)
+        fields["snowflake_connector_block"] = snowflake_block
+    return fields
+
+
+def _positive(values: Mapping[str, str], key: str, default: int | None) -> int | None:
+    text = values.get(key)
+    if text is None:
+        return default
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        msg = f"{key} ({ENV_VARS[key]}) must be a whole number of 1 or more, got {text!r}"
+        raise RegistrationError(msg)
+    return number

@@ -10,7 +10,9 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 LOCAL_API = "http://127.0.0.1:4200/api"
@@ -47,9 +49,18 @@ def _ui_hint(api: str) -> str:
     return "runs went to a temporary server; run `python -m flows server` in another terminal to keep them in the UI"
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,000 batches``."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def print_summary(summary: dict, api: str) -> None:
+    files, listed = summary["files"], summary.get("listed", summary["files"])
     print("\n== DICOM ingest ==")
-    print(f"files listed: {summary['files']}  batches: {summary['batches']}")
+    line = f"listed at the source: {plural(listed, 'object')}; new: {files:,} in {plural(summary['batches'], 'batch', 'batches')}"
+    if listed != files:
+        line += f"; already in the manifest (skipped): {listed - files:,}"
+    print(line)
     print("raw rows per table:")
     for table, n in sorted(summary["raw_rows"].items()):
         print(f"  {table:<18} {n}")
@@ -63,19 +74,28 @@ def print_summary(summary: dict, api: str) -> None:
             print(f"  {reason:<22} {n}")
         shown = summary["quarantined"][:15]
         for err in shown:
-            print(f"    {err['reason']:<20} {err['source_key']}: {err['detail'][:80]}")
+            print(f"    {err['reason']:<20} {err['source_key']}: {err['detail']}")
         if len(summary["quarantined"]) > len(shown):
-            print(f"    ... and {len(summary['quarantined']) - len(shown)} more (table raw.ingest_errors)")
-    if "listed" in summary and summary["listed"] != summary["files"]:
-        print(f"already in the manifest (skipped): {summary['listed'] - summary['files']} of {summary['listed']} listed")
+            print(f"    ... and {len(summary['quarantined']) - len(shown)} more (`python -m flows errors --keys` lists them)")
     print(f"lake:      {summary['lake'] if '://' in summary['lake'] else Path(summary['lake']).resolve()}")
-    print(f"warehouse: {Path(summary['warehouse']).resolve()}  (duckdb {summary['warehouse']} -c 'from processed.images')")
+    print(f"warehouse: {warehouse_location(summary)}")
     print(f"Prefect:   {_ui_hint(api)}")
+
+
+def warehouse_location(summary: dict) -> str:
+    """Where the run's warehouse tables are: a DuckDB file, or a Snowflake database."""
+    if summary.get("warehouse_target") != "snowflake":
+        return f"{Path(summary['warehouse']).resolve()}  (duckdb {summary['warehouse']} -c 'from processed.images')"
+    block = summary.get("snowflake_block") or "dicom-etl-snowflake"
+    return f"Snowflake, schema PROCESSED of the database in SnowflakeConnector block {block!r} (select * from processed.images)"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.dicom.synthetic import copy_pydicom_test_files, generate_studies
 
+    from tasks.lake.files import ensure_writable_folder
+
+    ensure_writable_folder(args.data_dir, what="demo folder", option="--data-dir")
     root = Path(args.data_dir)
     incoming = root / "incoming"
     if incoming.exists():
@@ -92,14 +112,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _run_ingest(source=args.source, lake=args.lake, warehouse=args.warehouse, args=args)
 
 
-def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
-    from tasks.errors import SourceError
+def check_local_paths(*, source: str | None, lake: str | None, day: date | None, block: str | None) -> None:
+    """Fail in one line before a Prefect server is started for nothing: a missing source folder, an unwritable lake.
 
-    local_source = Path(source or "data/incoming")
-    if "://" not in str(source or "") and not local_source.is_dir():
-        # fail before a Prefect server is started for nothing
-        msg = f"source folder {str(local_source)!r} does not exist or is not a folder; pass --source DIR"
-        raise SourceError(msg)
+    Values left to a settings block are checked by the run, once the block is read.
+    """
+    from tasks.errors import SourceError
+    from tasks.lake.files import ensure_writable_folder
+    from tasks.lake.scope import resolve_scope
+
+    if source is not None or not block:
+        location = resolve_scope(source or "data/incoming", day=day).location
+        if "://" not in location and not Path(location).is_dir():
+            msg = f"source folder {location!r} does not exist or is not a folder; pass --source DIR"
+            raise SourceError(msg)
+    if (lake is not None or not block) and "://" not in (lake or ""):
+        ensure_writable_folder(lake or "data/lake", what="lake", option="--lake")
+
+
+def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
+    check_local_paths(
+        source=source, lake=lake, day=getattr(args, "date", None),
+        block=args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK"),
+    )
     if not args.dask_address:
         from tasks.pool import warm_process_pool
 
@@ -155,20 +190,66 @@ def reporting_api_loss(api: str) -> Iterator[None]:
 
 def _incremental_options(args: argparse.Namespace) -> dict:
     """--since / --date / --full-refresh as flow parameters (only when given: demo has none)."""
-    from datetime import date, datetime
-
     out: dict = {}
     if getattr(args, "since", None):
-        since = datetime.fromisoformat(args.since)
+        since = args.since
         out["since"] = since if since.tzinfo else since.astimezone()
     if getattr(args, "date", None):
-        out["partition_date"] = date.fromisoformat(args.date)
+        out["partition_date"] = args.date
     if getattr(args, "full_refresh", False):
         out["incremental"] = False
     return out
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse that says a usage error in one line on stderr (no usage block) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def positive_int(text: str) -> int:
+    """An option's value that must be a whole number of 1 or more (``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text!r} is not a whole number of 1 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def iso_time(text: str) -> datetime:
+    """``--since``: an ISO date or date and time (local time unless it names its zone)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"{text!r} is not an ISO date or time{_why(exc)}; write it as 2024-05-01 or 2024-05-01T08:00:00+00:00"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def iso_day(text: str) -> date:
+    """``--date``: a calendar date written YYYY-MM-DD."""
+    try:
+        if len(text) != 10 or text[4::3] != "--":  # fromisoformat also takes 20240501
+            raise ValueError("Invalid isoformat string")
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"{text!r} is not a date written YYYY-MM-DD{_why(exc)}, e.g. 2024-05-01"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _why(exc: ValueError) -> str:
+    """`` (day is out of range for month)``; nothing for a string that is not a date at all."""
+    return "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
+
+
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    from flows.commands.errors import require_lake
+
+    if args.lake is not None or not (args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")):
+        require_lake(args.lake or "data/lake")
     api = use_prefect_server()
     from flows.warehouse import build_warehouse
 
@@ -189,9 +270,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=None, help="most files per batch (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="most files per batch (default 1000)")
     p.add_argument(
-        "--batch-bytes", type=int, default=None, help="most bytes per batch (default 1 GiB; the first batches are smaller)"
+        "--batch-bytes", type=positive_int, default=None, help="most bytes per batch (default 1 GiB; the first batches are smaller)"
     )
     p.add_argument("--no-previews", action="store_true", help="skip rendering preview JPEGs")
     p.add_argument("--no-dbt", action="store_true", help="write the lake only; do not build the warehouse")
@@ -216,7 +297,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows", description="DICOM ETL on Prefect.")
+    parser = CommandLineParser(prog="python -m flows", description="DICOM ETL on Prefect.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="ingest a bundled sample (pydicom test files + synthetic studies)")
@@ -230,8 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--source", default=None, help="folder of DICOM files (default data/incoming)")
     ingest.add_argument("--lake", default=None, help="lake folder for raw copies, Parquet, previews (default data/lake)")
     ingest.add_argument("--warehouse", default=None, help="DuckDB file to build (default data/warehouse.duckdb)")
-    ingest.add_argument("--since", default=None, help="S3 only: objects modified at or after this ISO time (watermark)")
-    ingest.add_argument("--date", default=None, help="partition date YYYY-MM-DD for a source like s3://b/in/{date:%%Y/%%m/%%d}/")
+    ingest.add_argument(
+        "--since", type=iso_time, default=None,
+        help="only objects (S3) or files (folder, by modification time) modified at or after this ISO time",
+    )
+    ingest.add_argument("--date", type=iso_day, default=None, help="partition date YYYY-MM-DD for a source like s3://b/in/{date:%%Y/%%m/%%d}/")
     ingest.add_argument("--full-refresh", action="store_true", help="ignore the manifest: process every listed object again")
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
@@ -261,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.errors import DicomEtlError
 
         if isinstance(exc, DicomEtlError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            # one line: what was wrong, which input, what to do (the messages say all three)
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return exc.exit_code
         raise

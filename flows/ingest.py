@@ -28,7 +28,8 @@ from tasks.lake.tables import sweep_partials
 from tasks.pool import warm_process_pool
 from tasks.lake.storage import batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
-from tasks.lake.s3 import is_s3_url, render_prefix
+from tasks.lake.s3 import is_s3_url
+from tasks.lake.scope import resolve_scope
 from tasks.warehouse.increments import check_lake_key
 
 
@@ -44,19 +45,24 @@ def ingest_dicom(
     settings_block: str | None = None,
     since: datetime | None = None,
     partition_date: date | None = None,
+    within: str | None = None,
     incremental: bool = True,
     compression: str | None = None,
     transcode: bool = False,
     request_build: bool = False,
 ) -> dict:
-    """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse."""
+    """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse.
+
+    ``within`` narrows what is read (an event's location, a backfill's day) without
+    changing keys: they stay relative to ``source``, the provider's root.
+    """
     config = resolve_config(
         settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size, batch_bytes=batch_bytes
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
     ingested_at = datetime.now(UTC)
-    source_location = render_prefix(config.source, day=partition_date)
+    scope = resolve_scope(config.source, day=partition_date, within=within)
     target = compression_target(settings_block, compression, lake=config.lake) if previews else "local"
     if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
         logger.info("Removed %d partial files left by an interrupted run", swept)
@@ -68,7 +74,7 @@ def ingest_dicom(
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)
-        listed = list_source(source_location, access=access, since=since)
+        listed = list_source(scope, access=access, since=since)
         done = read_manifest(config.lake, access=access) if incremental else set()
         objects = pending_objects(listed, done)
         if listed and not objects:
@@ -95,7 +101,7 @@ def ingest_dicom(
                     progress.advance()
                 bid = batch_id(batch)
                 staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
-                    source_location, config.lake, keep(batch), batch_id=bid, scratch=scratch, access=access,
+                    scope.root, config.lake, keep(batch), batch_id=bid, scratch=scratch, access=access,
                     ingested_at=ingested_at,
                 )
                 extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
@@ -142,6 +148,8 @@ def ingest_dicom(
         "quarantined": quarantined,
         "lake": config.lake,
         "warehouse": config.warehouse,
+        "warehouse_target": config.dbt_target,
+        "snowflake_block": config.snowflake_connector_block,
     }
     if run_dbt:
         from flows.warehouse import build_warehouse  # dbt takes seconds to import: only when used
@@ -175,7 +183,8 @@ def _report(summary: dict) -> None:
     """Markdown and table artifacts for the run's page in the Prefect UI (counts only, no PHI)."""
     lines = [
         "# DICOM ingest",
-        f"- objects listed: {summary.get('listed', summary['files'])}, new: **{summary['files']}** in {summary['batches']} batches",
+        f"- objects listed: {summary.get('listed', summary['files'])}, new: **{summary['files']}** in "
+        f"{summary['batches']} {'batch' if summary['batches'] == 1 else 'batches'}",
         f"- images: **{summary['raw_rows'].get('images', 0)}**, rejected at extraction: "
         f"**{summary['raw_rows'].get('ingest_errors', 0)}**, previews: {summary['raw_rows'].get('previews', 0)}",
         "",

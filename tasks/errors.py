@@ -6,11 +6,24 @@ from enum import StrEnum
 
 
 class DicomEtlError(Exception):
-    """Base class of every error this project raises on purpose."""
+    """Base class of every error this project raises on purpose.
+
+    ``exit_code`` is what ``python -m flows`` exits with when the error ends a command.
+    """
+
+    exit_code = 1
+
+
+class UsageError(DicomEtlError):
+    """An argument or parameter is wrong (a date, a size, a folder): what was given and what to pass."""
+
+    exit_code = 2
 
 
 class SourceError(DicomEtlError):
     """A source (folder, bucket, prefix) cannot be listed or read."""
+
+    exit_code = 2
 
 
 class WarehouseError(DicomEtlError):
@@ -61,6 +74,8 @@ class Reason(StrEnum):
     DICOMDIR = "dicomdir"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     PIXEL_DECODE = "pixel_decode"
+    #: pixels withheld from the shareable layer: burned-in text not removed and verified
+    BURNED_IN_TEXT = "burned_in_text"
     # objects and archives (S3 and ZIP ingest)
     MISSING_OBJECT = "missing_object"
     ACCESS_DENIED = "access_denied"

@@ -24,6 +24,20 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpWithVariables(argparse.Action):
+    """``--help`` that lists every variable read; blocks.register is imported only when asked (it imports Prefect)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from blocks.register import variables_help
+
+        parser.epilog = variables_help()
+        parser.print_help()
+        parser.exit()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     blocks = subparsers.add_parser("blocks", help="manage the Prefect block documents of an environment")
     sub = blocks.add_subparsers(dest="blocks_command", required=True)
@@ -31,10 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "register",
         help="create or update the blocks of an environment from environment variables or a TOML file",
         description="Saves dicom-settings-ENV (and dicom-aws-ENV, dicom-provider-ENV, dicom-lake-ENV, "
-        "dicom-snowflake-ENV when their values are given). Reads DICOM_ETL_SOURCE, DICOM_ETL_LAKE, "
-        "DICOM_ETL_WAREHOUSE, DICOM_ETL_DEID_SECRET, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-        "AWS_SECRET_ACCESS_KEY, AWS_REGION, SNOWFLAKE_*; secrets are never printed.",
+        "dicom-snowflake-ENV when their values are given); secrets are never printed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    reg.add_argument("-h", "--help", action=_HelpWithVariables, help="show this help message and exit")
     reg.add_argument("--env", required=True, choices=("local", "dev", "prod"), help="the environment to register")
     reg.add_argument("--config", default=None, help="TOML file with a table per environment ([dev] source=...)")
     reg.set_defaults(func=cmd_register)

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tasks.dicom.corpus import generate_corpus
+    from tasks.lake.files import ensure_writable_folder
+
+    ensure_writable_folder(args.out, what="output folder", option="--out")
 
     info = generate_corpus(Path(args.out), files=args.files, profile=args.profile, seed=args.seed)
     print(f"wrote {info.files} files, {info.bytes / 1e6:.1f} MB under {info.root}")

@@ -297,6 +297,8 @@ PREVIEWS = Entity(
         ("preview_width", pl.Int64),
         ("preview_height", pl.Int64),
         ("frame_index", pl.Int64),
+        ("pixel_deid_status", pl.Utf8),
+        ("pixel_deid_method", pl.Utf8),
     ),
 )
 

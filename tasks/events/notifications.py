@@ -220,12 +220,12 @@ def arrival_event(arrival: Arrival, *, scheme: str = "s3", source: str | None = 
     scheme : {"s3", "file"}
         ``s3``: ``bucket`` is a bucket; ``file``: ``bucket`` is a local folder.
     source : str, optional
-        What the ingest run should read (``payload.source``, the trigger's parameter).
-        Default: ``s3://bucket/prefix`` for S3, the folder itself for ``file``, so the
-        lake keys of a folder's files do not depend on how they were noticed.
+        What the ingest run should read (``payload.source``, the trigger's ``within``
+        parameter): ``s3://bucket/prefix/`` for S3, ``folder/prefix`` for ``file``. Keys
+        do not depend on it: they stay relative to the ingest run's configured source.
     """
     if source is None:
-        source = _location(scheme, arrival.bucket, arrival.prefix) if scheme == "s3" else arrival.bucket
+        source = _location(scheme, arrival.bucket, arrival.prefix) if scheme == "s3" else posixpath.join(arrival.bucket, arrival.prefix)
     keys = [o.key for o in arrival.objects]
     times = sorted(o.event_time for o in arrival.objects if o.event_time)
     ident = "\x1e".join(f"{o.key}\x1f{o.etag}" for o in arrival.objects)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.errors import DiskFullError
+from tasks.errors import DiskFullError, UsageError
 
 #: errno values of a filesystem that has no room left (ENOSPC), or no quota left (EDQUOT).
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -82,7 +82,8 @@ def writing(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        # never raise from the cleanup: the first error (a full disk, a lake under a file) is the news
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -119,9 +120,43 @@ def write_atomic(path: str | Path, data: bytes | memoryview, *, times_ns: tuple[
             os.close(fd)
         os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        # never raise from the cleanup: the first error (a full disk, a lake under a file) is the news
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def ensure_writable_folder(folder: str | Path, *, what: str, option: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it (then removed).
+
+    For checks before a run starts: an unwritable lake (read-only file system, a path
+    under a file, no permission) is said in one line instead of failing inside a batch.
+
+    Parameters
+    ----------
+    folder : str or Path
+    what : str
+        What the folder is, for the message (``lake``, ``output folder``).
+    option : str
+        The option that names it (``--lake``).
+
+    Raises
+    ------
+    UsageError
+        Naming the folder, why it cannot be written, and the option to change.
+    """
+    path = os.fspath(folder)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = _temporary_path(os.path.join(path, "write-check"))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why = f"{why}: a file is in the way"
+        msg = f"{what} {path!r} cannot be written ({why}); pass {option} with a folder you can write to"
+        raise UsageError(msg) from exc
 
 
 def _free_bytes(folder: Path) -> int:

@@ -97,7 +97,9 @@ def processed_versions(manifest: pl.DataFrame) -> set[tuple[str, str]]:
     return set(latest.filter(pl.col("status") != "requeued").select("key", "etag").iter_rows())
 
 
-def requeue_frame(manifest: pl.DataFrame, keys: Iterable[str], *, requeued_at: datetime) -> pl.DataFrame:
+def requeue_frame(
+    manifest: pl.DataFrame, keys: Iterable[str], *, requeued_at: datetime, errored: Iterable[str] = ()
+) -> pl.DataFrame:
     """Manifest rows that send quarantined objects back to the queue.
 
     Parameters
@@ -108,18 +110,24 @@ def requeue_frame(manifest: pl.DataFrame, keys: Iterable[str], *, requeued_at: d
         Source keys to process again; a ZIP member ``a.zip!/m`` requeues its archive.
     requeued_at : datetime
         Stamped as ``processed_at``, so these rows are the latest of their objects.
+    errored : iterable of str
+        Source keys with an unresolved ``ingest_errors`` row. Their objects are requeued
+        even when ``done``: a file whose pixels could not be decoded (``pixel_decode``)
+        has its header rows, so its batch marked it done, yet a fix can redo its preview.
 
     Returns
     -------
     polars.DataFrame
-        One ``requeued`` row per quarantined object version named by ``keys``; objects
-        that are ``done`` are left alone (there is nothing to redo).
+        One ``requeued`` row per object version named by ``keys`` that is quarantined or
+        has an error; other ``done`` objects are left alone (there is nothing to redo).
     """
     wanted = {k.split("!/", 1)[0] for k in keys}
     if manifest.is_empty() or not wanted:
         return pl.DataFrame(schema=MANIFEST_SCHEMA)
+    with_errors = sorted({k.split("!/", 1)[0] for k in errored})
     latest = manifest.sort("processed_at").unique(subset=["key", "etag"], keep="last")
-    picked = latest.filter(pl.col("key").is_in(sorted(wanted)) & (pl.col("status") == "quarantined"))
+    redo = (pl.col("status") == "quarantined") | ((pl.col("status") == "done") & pl.col("key").is_in(with_errors))
+    picked = latest.filter(pl.col("key").is_in(sorted(wanted)) & redo)
     return picked.with_columns(
         pl.lit("requeue").alias("batch_id"),
         pl.lit("requeued").alias("status"),

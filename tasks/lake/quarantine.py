@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from tasks.errors import Reason
 from tasks.lake.tables import write_parquet_atomic
 from tasks.lake.manifest import MANIFEST_ZONE, read_local_manifest, requeue_frame
 from tasks.lake.staging import read_s3_manifest
@@ -35,6 +36,11 @@ def read_errors(lake: str) -> pl.DataFrame:
     """
     root = lake.rstrip("/")
     images = f"{root}/tables/images/**/*.parquet"
+    latest_images = f"""
+        select source_key, SOPInstanceUID, content_hash, ingested_at
+        from read_parquet('{images}', union_by_name = true)
+        qualify row_number() over (partition by source_key order by ingested_at desc) = 1
+    """
     with duckdb.connect() as con:
         if root.startswith("s3://"):
             import s3fs
@@ -46,17 +52,41 @@ def read_errors(lake: str) -> pl.DataFrame:
             if has_images
             else "select null::varchar as source_key, null::timestamptz as ingested_at"
         )
+        # duplicate conflicts are about the lake, not a batch: found across every file's
+        # latest images row, so how files fell into batches (a requeue) changes nothing
+        conflicts = (
+            f"""
+            select source_key, 'extract' as stage, '{Reason.DUPLICATE_CONFLICT}' as reason,
+                'another file in the lake has this SOPInstanceUID with other content (content_hash '
+                    || left(reference, 16) || '...); both are kept in images' as detail,
+                null::varchar as quarantine_key, ingested_at
+            from (
+                select *, first_value(content_hash) over (partition by SOPInstanceUID order by source_key) as reference
+                from ({latest_images})
+                where SOPInstanceUID is not null and content_hash is not null
+            )
+            where content_hash <> reference
+            """
+            if has_images
+            else "select null::varchar as source_key, null, null, null, null::varchar, null::timestamptz where false"
+        )
         sql = f"""
             with latest as (
                 select source_key, stage, reason, detail, quarantine_key, ingested_at
                 from read_parquet('{root}/tables/ingest_errors/**/*.parquet', union_by_name = true)
+                where reason <> '{Reason.DUPLICATE_CONFLICT}'
                 qualify row_number() over (partition by source_key, stage order by ingested_at desc) = 1
             ),
-            later_images as ({later_images})
-            select latest.*
-            from latest
-            left join later_images on latest.source_key = later_images.source_key
-            where later_images.ingested_at is null or later_images.ingested_at <= latest.ingested_at
+            later_images as ({later_images}),
+            unresolved as (
+                select latest.*
+                from latest
+                left join later_images on latest.source_key = later_images.source_key
+                where later_images.ingested_at is null or later_images.ingested_at <= latest.ingested_at
+            )
+            select * from unresolved
+            union all by name
+            select * from ({conflicts})
             order by reason, source_key
         """
         return con.sql(sql).pl()
@@ -82,13 +112,14 @@ def requeue(lake: str, keys: Iterable[str], *, requeued_at: datetime, access: S3
         Objects requeued (0 writes nothing).
     """
     key = f"{MANIFEST_ZONE}/requeue-{requeued_at:%Y%m%dT%H%M%S%f}.parquet"
+    errored = read_errors(lake)["source_key"].to_list()
     if not is_s3_url(lake):
-        frame = requeue_frame(read_local_manifest(Path(lake)), keys, requeued_at=requeued_at)
+        frame = requeue_frame(read_local_manifest(Path(lake)), keys, requeued_at=requeued_at, errored=errored)
         if frame.height:
             write_parquet_atomic(frame, Path(lake) / key)
         return frame.height
     access = access or S3Access()
-    frame = requeue_frame(read_s3_manifest(lake, access=access), keys, requeued_at=requeued_at)
+    frame = requeue_frame(read_s3_manifest(lake, access=access), keys, requeued_at=requeued_at, errored=errored)
     if frame.height:
         body = io.BytesIO()
         frame.write_parquet(body, compression="zstd", statistics=True)

@@ -47,8 +47,8 @@ class ObjectInfo:
     last_modified: datetime | None = field(default=None, compare=False)
 
 
-def list_local_objects(root: Path) -> list[ObjectInfo]:
-    """Every regular file below ``root``, sorted by key.
+def list_local_objects(root: Path, *, since: datetime | None = None) -> list[ObjectInfo]:
+    """Every regular file below ``root`` (modified at or after ``since``, if given), sorted by key.
 
     Nothing is skipped silently: hidden files and folders (``.name``) are listed like
     any other, so a DICOM named ``.x.dcm`` is ingested and OS litter (``.DS_Store``) is
@@ -64,6 +64,9 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
     ----------
     root : Path
         The source folder.
+    since : datetime, optional
+        Watermark: only files whose modification time is at or after it (as S3's
+        ``LastModified`` for a bucket). Symbolic links are kept whatever their time.
 
     Returns
     -------
@@ -78,6 +81,7 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
         msg = f"source folder {str(root)!r} does not exist or is not a folder; pass --source DIR"
         raise SourceError(msg)
     found: list[ObjectInfo] = []
+    after = None if since is None else since.timestamp()
     root_dir = os.fspath(root)
     skip = len(root_dir.rstrip(os.sep)) + 1  # dirpath[skip:] is the folder relative to root
     # str paths and one lstat per file: pathlib would cost as much as the listing itself
@@ -91,7 +95,7 @@ def list_local_objects(root: Path) -> list[ObjectInfo]:
             st = os.lstat(os.path.join(dirpath, name))
             if S_ISLNK(st.st_mode):  # listed, never followed: staging rejects it with a reason
                 found.append(ObjectInfo(key, 0, f"symlink-{st.st_mtime_ns}"))
-            elif S_ISREG(st.st_mode):
+            elif S_ISREG(st.st_mode) and (after is None or st.st_mtime >= after):
                 found.append(ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
     found.sort()
     return found

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from tasks.lake.files import disk_full_reported
 from tasks.lake.manifest import processed_versions, read_local_manifest
+from tasks.lake.scope import SourceScope, keys_under
 from tasks.lake.s3 import S3Access, is_s3_url, list_s3_objects, make_s3_client, parse_s3_url
 from tasks.lake.staging import StagedBatch, prepare_s3_lake, publish_batch, read_s3_manifest, stage_batch, staging_turn
 from tasks.lake.storage import ObjectInfo, list_local_objects
@@ -20,14 +21,14 @@ from tasks.retries import S3_RETRIES, BatchOutcome
 
 
 @task(name="list-source", cache_policy=NO_CACHE, **S3_RETRIES)
-def list_source(source: str, *, access: S3Access | None = None, since: datetime | None = None) -> list[ObjectInfo]:
-    """List every object at the source (a folder, or an S3 prefix since an optional watermark)."""
-    if is_s3_url(source):
-        objects = list_s3_objects(make_s3_client(access or S3Access()), parse_s3_url(source), since=since)
+def list_source(scope: SourceScope, *, access: S3Access | None = None, since: datetime | None = None) -> list[ObjectInfo]:
+    """List the objects a run reads (a folder or an S3 prefix, since an optional watermark), keys relative to the source root."""
+    if is_s3_url(scope.location):
+        objects = list_s3_objects(make_s3_client(access or S3Access()), parse_s3_url(scope.location), since=since)
     else:
-        objects = list_local_objects(Path(source))
+        objects = list_local_objects(Path(scope.location), since=since)
     get_run_logger().info("Listed %d objects at the source", len(objects))
-    return objects
+    return keys_under(objects, scope.prefix)
 
 
 @task(name="read-manifest", cache_policy=NO_CACHE, **S3_RETRIES)

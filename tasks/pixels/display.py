@@ -317,6 +317,24 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     return ds.pixel_array
 
 
+def decode_all(ds: Dataset) -> np.ndarray:
+    """Decode every frame of an instance, as ``ds.pixel_array`` gives them (YBR converted to RGB).
+
+    Wrap calls in :func:`tasks.dicom.extract.quiet_pydicom`; raises what the decoder raises.
+    """
+    elem = ds._dict.get(PIXEL_DATA)
+    value = getattr(elem, "value", b"")
+    plugin = _fast_plugin(ds)
+    if (value is None or isinstance(value, memoryview)) and getattr(ds, "filename", None):
+        return pixel_array(ds.filename, decoding_plugin=plugin)  # a large file: deferred or mapped
+    if plugin:
+        try:
+            return pixel_array(ds, decoding_plugin=plugin)
+        except Exception:  # noqa: BLE001 - the preferred plugin refused: let pydicom try them all
+            pass
+    return ds.pixel_array
+
+
 def _fast_plugin(ds: Dataset) -> str:
     # pydicom tries pylibjpeg first for JPEG-LS; CharLS (pyjpegls) decodes it ~10x faster
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)

@@ -7,11 +7,12 @@ batch, optionally on a process pool so a batch uses every core.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,13 +27,18 @@ from tasks.dicom import instance
 from tasks.lake.files import write_atomic
 from tasks.dicom.instance import quiet_pydicom
 from tasks.pixels.display import (
+    decode_all,
+    display_attributes,
     display_frame,
     frame_count,
     middle_frame,
     native_display,
     robust_to_uint8,
+    to_display,
     window_to_uint8,
 )
+from tasks.pixels.ocr import Tesseract
+from tasks.pixels.privacy import PixelText, RegionRule, TriageRule, clean_pixels, read_region_rules, read_triage_rules, triage
 
 __all__ = [
     "Preview",
@@ -73,11 +79,22 @@ class PreviewOptions:
         JPEG quality, 1-95.
     frames : {"middle", "all"}, default "middle"
         ``"all"`` also writes every frame of a multi-frame image next to the main preview.
+    pixel_text : {"all", "sensitive", "none"}, default "all"
+        Burned-in text removal on images triage finds at risk (see
+        :func:`tasks.pixels.privacy.clean_pixels`).
+    triage_rules, region_rules : tuple
+        The pixel-privacy seeds' rules (read from ``dbt_project/seeds`` by default).
+    ocr : Tesseract
+        How OCR runs.
     """
 
     max_size: int = 512
     quality: int = 85
     frames: Frames = "middle"
+    pixel_text: PixelText = "all"
+    triage_rules: tuple[TriageRule, ...] = field(default_factory=read_triage_rules, repr=False)
+    region_rules: tuple[RegionRule, ...] = field(default_factory=read_region_rules, repr=False)
+    ocr: Tesseract = field(default_factory=Tesseract)
 
 
 def encode_jpeg(display: np.ndarray, *, max_size: int = 512, quality: int = 85) -> tuple[bytes, int, int]:
@@ -192,23 +209,23 @@ def render_dataset(
     With its ``images`` row, a plain uncompressed image skips pydicom's decoders
     (:func:`tasks.pixels.display.native_display`); call inside :func:`quiet_pydicom`.
     """
+    pkey = preview_key(image_id)
     try:
-        display = native_display(ds, image) if image is not None and options.frames == "middle" else None
-        if display is not None:
-            jpeg, width, height = encode_jpeg(display, max_size=options.max_size, quality=options.quality)
-            main = Preview(jpeg, width, height, max(int(image.get("NumberOfFrames") or 1), 1) // 2)
+        found = triage(ds, options.triage_rules)
+        if found.status == "not_at_risk":  # most images: as they are, at no extra cost
+            main, extra = _render_as_stored(ds, options, image)
+            status, method = "not_needed", "triage"
         else:
-            main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
-        extra: list[tuple[int, Preview]] = []
-        if options.frames == "all" and frame_count(ds) > 1:
-            for i in range(frame_count(ds)):
-                if i == main.frame_index:
-                    extra.append((i, main))
-                else:
-                    extra.append((i, _render(ds, frame=i, max_size=options.max_size, quality=options.quality)))
+            privacy = clean_pixels(
+                ds, decode_all(ds), mode=options.pixel_text, regions=options.region_rules, ocr=options.ocr, triaged=found
+            )
+            if privacy.pixels is None:
+                _remove_stale(lake, pkey, image_id, ds)
+                return None, _withheld_error(key, sop_uid, privacy.method, privacy.reason or "")
+            main, extra = _render_cleaned(ds, privacy.pixels, options)
+            status, method = privacy.status, privacy.method
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, not the batch's
         return None, _decode_error(key, sop_uid, exc)
-    pkey = preview_key(image_id)
     write_preview(lake, pkey, main)
     for i, frame_preview in extra:
         write_preview(lake, preview_key(image_id, i), frame_preview)
@@ -220,7 +237,67 @@ def render_dataset(
         "preview_width": main.width,
         "preview_height": main.height,
         "frame_index": main.frame_index,
+        "pixel_deid_status": status,
+        "pixel_deid_method": method,
     }, None
+
+
+def _render_as_stored(
+    ds: Dataset, options: PreviewOptions, image: Mapping[str, Any] | None
+) -> tuple[Preview, list[tuple[int, Preview]]]:
+    """The previews of an image shared as stored (not at risk): the fast paths of before."""
+    display = native_display(ds, image) if image is not None and options.frames == "middle" else None
+    if display is not None:
+        jpeg, width, height = encode_jpeg(display, max_size=options.max_size, quality=options.quality)
+        main = Preview(jpeg, width, height, max(int(image.get("NumberOfFrames") or 1), 1) // 2)
+    else:
+        main = _render(ds, frame=None, max_size=options.max_size, quality=options.quality)
+    extra: list[tuple[int, Preview]] = []
+    if options.frames == "all" and frame_count(ds) > 1:
+        for i in range(frame_count(ds)):
+            if i == main.frame_index:
+                extra.append((i, main))
+            else:
+                extra.append((i, _render(ds, frame=i, max_size=options.max_size, quality=options.quality)))
+    return main, extra
+
+
+def _render_cleaned(ds: Dataset, pixels: np.ndarray, options: PreviewOptions) -> tuple[Preview, list[tuple[int, Preview]]]:
+    """The previews of an image from its cleaned stored array (every frame cleaned alike)."""
+    count = frame_count(ds)
+    frames = pixels if count > 1 and pixels.ndim == (4 if int(ds.get("SamplesPerPixel") or 1) > 1 else 3) else pixels[np.newaxis]
+
+    def encode(index: int) -> Preview:
+        display = to_display(frames[index], display_attributes(ds, index))
+        jpeg, width, height = encode_jpeg(display, max_size=options.max_size, quality=options.quality)
+        return Preview(jpeg, width, height, index)
+
+    main = encode(min(middle_frame(ds), len(frames) - 1))
+    extra = []
+    if options.frames == "all" and len(frames) > 1:
+        extra = [(i, main if i == main.frame_index else encode(i)) for i in range(len(frames))]
+    return main, extra
+
+
+def _remove_stale(lake: Path, pkey: str, image_id: str, ds: Dataset) -> None:
+    """Delete previews an earlier run wrote for an image now withheld (a lake folder)."""
+    keys = [pkey] + [preview_key(image_id, i) for i in range(frame_count(ds))] if frame_count(ds) > 1 else [pkey]
+    for stale in keys:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(lake, stale))
+
+
+def _withheld_error(key: str, sop_uid: str, method: str, reason: str) -> dict:
+    return {
+        "source_key": key,
+        "SOPInstanceUID": sop_uid,
+        "stage": "pixels",
+        "reason": str(Reason.BURNED_IN_TEXT),
+        "detail": (
+            f"pixels withheld: burned-in text could not be removed and verified ({reason}; steps: {method or 'none'}); "
+            "metadata rows are kept, no preview; see docs/images-and-privacy.md"
+        )[:500],
+    }
 
 
 def _decode_error(key: str, sop_uid: str, exc: Exception) -> dict:

@@ -75,8 +75,8 @@ def render_previews(
             )
         rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
     counts = {"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]}
-    if transcode:
-        counts["archived"] = archived
+    if transcode:  # named after its table, as the other counts: rows of archives (the log says how many were archived)
+        counts[ARCHIVES_TABLE] = rows[ARCHIVES_TABLE]
     return BatchOutcome(
         batch_id=outcome.batch_id,
         rows=counts,

@@ -43,9 +43,9 @@ class Stack:
         self.api = ""
         self.env: dict[str, str] = {}
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
-        proc = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=cwd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append((proc, log))
         return proc
 
@@ -107,7 +107,6 @@ def stack(tmp_path_factory, moto_endpoint):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "DICOM_ETL_PROJECT_DIR": str(ROOT),
         "DICOM_ETL_SETTINGS_BLOCK": "e2e-local",
         "DICOM_ETL_DEID_SECRET": "e2e-secret",
         "PYTHONUNBUFFERED": "1",
@@ -131,10 +130,11 @@ def stack(tmp_path_factory, moto_endpoint):
             "deid_secret='e2e-secret').save('e2e-local', overwrite=True)"
         )])
         s.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], timeout=600)
+        # as the docs say: no variable names the project, and the worker runs from another folder;
         # polling as prefect.yaml advises (Prefect's default: every 10 s)
         s.start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-process",
                            "--type", "process", "--limit", "2"],
-                {**s.env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"})
+                {**s.env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}, cwd=root)
         s.incoming, s.lake, s.warehouse = incoming, lake, warehouse
         yield s
     finally:
@@ -178,6 +178,10 @@ def test_deploy_created_every_deployment_and_trigger(stack):
     assert {"provider", "local", "rebuild", "date-range"} <= names
     automations = httpx.post(f"{stack.api}/automations/filter", json={}).json()
     assert {"ingest-on-arrival", "dbt-after-ingest"} <= {a["name"] for a in automations}
+    for deployment in httpx.post(f"{stack.api}/deployments/filter", json={}).json():
+        [step] = deployment["pull_steps"]
+        directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+        assert Path(directory) == ROOT, (deployment["name"], directory)  # recorded at deploy time
 
 
 def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, synthetic_dir, pydicom_dir):
@@ -280,6 +284,12 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
         Bucket="provider",
         NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
     )
+    # the provider deployment ingests its configured source; events only narrow what a run lists
+    stack.run([sys.executable, "-c", (
+        "from blocks.settings import DicomPipelineSettings as S;"
+        f"S(source='s3://provider/upload/', lake={str(stack.lake)!r}, warehouse={str(stack.warehouse)!r},"
+        "batch_size=50, deid_secret='e2e-secret').save('e2e-local', overwrite=True)"
+    )])
     before = {r["id"] for r in stack.flow_runs()}
     stack.start("bridge", [sys.executable, "-m", "flows", "bridge", "--queue-url", queue, "--dlq-url", dlq,
                            "--window", "3"], {**stack.env, **aws})
@@ -302,8 +312,8 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
 
     runs = _wait(new_runs_done, 900, "runs started by S3 uploads to finish", stack, every=5)
     assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
-    sources = {r["parameters"].get("source") for r in runs if r["deployment_name"] == "ingest-dicom/provider"}
-    assert sources and all(src.startswith("s3://provider/upload/") for src in sources), sources
+    read = {r["parameters"].get("within") for r in runs if r["deployment_name"] == "ingest-dicom/provider"}
+    assert read and all(src.startswith("s3://provider/upload/") for src in read), read
     raw = duckdb.sql(
         f"select source_key from read_parquet('{stack.lake}/tables/images/**/*.parquet', union_by_name=true)"
     ).fetchall()
@@ -314,3 +324,30 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
         assert con.sql("select count(*) from processed.images").fetchone()[0] >= len(files)
     assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])[
         "Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_the_compress_pool_runs_as_the_docs_say(stack, synthetic_dir):
+    """`prefect worker start --pool dicom-compress` (README, prefect.yaml) renders a run's previews."""
+    stack.start("compress-worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-compress"],
+                cwd=stack.root)
+    source, lake = stack.root / "compress-in", stack.root / "compress-lake"
+    shutil.copytree(synthetic_dir, source)
+    stack.run([sys.executable, "-c", (
+        "from blocks.settings import DicomPipelineSettings as S;"
+        f"S(source={str(source)!r}, lake={str(lake)!r}, warehouse={str(stack.root / 'c.duckdb')!r}, batch_size=50,"
+        "compression='deployment', deid_secret='e2e-secret').save('e2e-compress', overwrite=True)"
+    )])
+    before = {r["id"] for r in stack.flow_runs()}
+    stack.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest-dicom/local",
+               "-p", "settings_block=e2e-compress", "-p", "run_dbt=false"])
+
+    def done():
+        runs = [r for r in stack.flow_runs() if r["id"] not in before and r["deployment_name"]]
+        names = {r["deployment_name"] for r in runs}
+        if {"ingest-dicom/local", "compress-dicom/remote"} <= names and all(r["state_type"] in TERMINAL for r in runs):
+            return runs
+        return None
+
+    runs = _wait(done, 900, "ingest-dicom/local and its compress-dicom/remote runs", stack, every=5)
+    assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
+    assert list((lake / "previews").rglob("*.jpg")), "previews rendered on the dicom-compress worker"

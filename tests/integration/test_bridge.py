@@ -146,4 +146,4 @@ def test_the_folder_watcher_reports_settled_files_once(prefect_server, tmp_path)
     assert watcher.poll() == 1
     arrived = _until(lambda: (e := _events("dicom.objects.arrived", f"file://{tmp_path}/")) and len(e) >= 2 and e)
     assert sorted(e["payload"]["count"] for e in arrived) == [1, 3]
-    assert {e["payload"]["source"] for e in arrived} == {str(tmp_path)}
+    assert {e["payload"]["source"] for e in arrived} == {f"{tmp_path}/study1/"}

@@ -84,7 +84,7 @@ def test_arrival_event_carries_the_source_prefix_and_count():
     }
     assert arrival_event(arrival)["id"] == event["id"], "a redelivered burst has the same event id"
     folder = arrival_event(group_arrivals([CreatedObject("/data/in", "a/b.dcm", 1, "e", "t")])[0], scheme="file")
-    assert folder["payload"]["source"] == "/data/in"
+    assert folder["payload"]["source"] == "/data/in/a/", "only what arrived is read; keys stay relative to the source"
     assert folder["resource"]["prefect.resource.id"] == "file:///data/in/a/"
 
 
@@ -112,9 +112,9 @@ def test_a_file_is_reported_once_it_stops_changing():
 def test_backfill_dates_are_inclusive_and_checked():
     from datetime import date
 
-    from flows.backfill import date_prefixes
+    from flows.backfill import date_range
 
-    assert date_prefixes(date(2024, 2, 28), date(2024, 3, 1)) == ["2024-02-28", "2024-02-29", "2024-03-01"]
-    assert date_prefixes(date(2024, 1, 1), date(2024, 1, 1), pattern="%Y/%m/%d") == ["2024/01/01"]
+    assert date_range(date(2024, 2, 28), date(2024, 3, 1)) == [date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1)]
+    assert date_range(date(2024, 1, 1), date(2024, 1, 1)) == [date(2024, 1, 1)]
     with pytest.raises(ValueError, match="before its start"):
-        date_prefixes(date(2024, 1, 2), date(2024, 1, 1))
+        date_range(date(2024, 1, 2), date(2024, 1, 1))
