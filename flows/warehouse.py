@@ -32,6 +32,7 @@ from tasks.warehouse.dbt import (
     count_rows,
     count_rows_snowflake,
     dbt_environment,
+    dbt_target_dir,
     release_dbt_duckdb,
     remove_compiled_sql,
     select_profile_target,
@@ -136,9 +137,11 @@ def _run_dbt(config: Any, snowflake: dict[str, Any], command: str, *, full_refre
         snowflake_port=snowflake["connect"].get("port"),
         snowflake_protocol=snowflake["connect"].get("protocol"),
     )
+    target_dir = dbt_target_dir(config.warehouse, target=config.dbt_target, snowflake_block=snowflake["block"])
     settings = _dbt_settings(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
+        target_path=target_dir,
         dbt_target=config.dbt_target,
         snowflake_block=snowflake["block"],
     )
@@ -150,7 +153,7 @@ def _run_dbt(config: Any, snowflake: dict[str, Any], command: str, *, full_refre
             result = runner.invoke(args)
         finally:
             release_dbt_duckdb()
-            remove_compiled_sql()
+            remove_compiled_sql(target_dir)
     total = time.perf_counter() - start
     executed = float(getattr(getattr(result, "result", None), "elapsed_time", 0.0) or 0.0)
     steps.add("dbt parse and start", max(0.0, total - executed))

@@ -13,6 +13,7 @@ MODULES: tuple[str, ...] = (
     "flows.commands.watch",
     "flows.commands.bench_ingest",
     "flows.commands.bench_increments",
+    "flows.commands.bench_events",
     "flows.commands.synth",
     "flows.commands.errors",
     "flows.commands.bench",

@@ -164,10 +164,13 @@ def test_applied_profile_recorded_on_every_row(duckdb_built):
 
 def test_no_secret_or_key_material_left_in_the_project(duckdb_built):
     from tasks.deid import hmac_pads
-    from tasks.warehouse.dbt import DBT_PROJECT_DIR
+    from tasks.warehouse.dbt import DBT_PROJECT_DIR, dbt_target_dir
 
     needles = [SECRET, *hmac_pads(SECRET)]
-    for path in (DBT_PROJECT_DIR / "target").rglob("*"):
+    state = dbt_target_dir(str(duckdb_built["warehouse"]), target="duckdb")
+    assert (state / "partial_parse.msgpack").is_file()  # kept for the next build
+    assert not (state / "compiled").exists()
+    for path in [*(DBT_PROJECT_DIR / "target").rglob("*"), *state.rglob("*")]:
         if path.is_file():
             text = path.read_text(errors="ignore")
             assert not any(n in text for n in needles), path
