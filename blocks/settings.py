@@ -2,7 +2,9 @@
 
 The environment is chosen in exactly one place: the settings block a run names (the
 ``settings_block`` flow parameter, or ``DICOM_ETL_SETTINGS_BLOCK``). With no block, a run
-is ``local``: folders under ``./data`` and a secret kept in ``./data/.deid_secret``.
+is ``local``: ``DICOM_ETL_*`` variables, else folders under ``./data`` and a secret kept in
+``./data/.deid_secret``. :func:`resolve_config` merges these layers once per flow run into
+a frozen :class:`PipelineConfig` (parameters > block > environment > defaults).
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from tasks.warehouse.snowflake import NETWORK_TIMEOUT
+from tasks.errors import ConfigError
 from tasks.lake.s3 import S3Access
+from tasks.warehouse.snowflake import NETWORK_TIMEOUT
 
 DEFAULT_DATA_DIR = Path("data")
 SECRET_ENV = "DICOM_ETL_DEID_SECRET"
@@ -26,6 +29,8 @@ SECRET_ENV = "DICOM_ETL_DEID_SECRET"
 DEFAULT_BATCH_SIZE = 1000
 #: Bytes per batch: three batches in flight stay within ~3 GiB of scratch disk (S3 sources).
 DEFAULT_BATCH_BYTES = 1 << 30
+#: The SnowflakeConnector block of the Snowflake target when the settings name none.
+SNOWFLAKE_CONNECTOR_BLOCK = "dicom-etl-snowflake"
 
 
 class DicomPipelineSettings(Block):
@@ -61,7 +66,7 @@ class DicomPipelineSettings(Block):
     # Snowflake target (dbt_target = "snowflake"): the prefect-snowflake SnowflakeConnector block
     # dbt and the raw loader use, and an endpoint override for a non-standard server (fakesnow).
     snowflake_connector_block: str = Field(
-        default="dicom-etl-snowflake", description="Name of the SnowflakeConnector block of the Snowflake target."
+        default=SNOWFLAKE_CONNECTOR_BLOCK, description="Name of the SnowflakeConnector block of the Snowflake target."
     )
     snowflake_host: str | None = Field(default=None, description="Snowflake host; only for a non-standard endpoint.")
     snowflake_port: int | None = Field(default=None, description="Snowflake port; only for a non-standard endpoint.")
@@ -74,26 +79,78 @@ class DicomPipelineSettings(Block):
     )
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    """The resolved settings a run uses (a Block's values, or local defaults)."""
+#: Run settings read from the environment when no settings block is named (block > environment).
+ENV_VARS: dict[str, str] = {
+    "source": "DICOM_ETL_SOURCE",
+    "lake": "DICOM_ETL_LAKE",
+    "warehouse": "DICOM_ETL_WAREHOUSE",
+    "dbt_target": "DICOM_ETL_DBT_TARGET",
+    "batch_size": "DICOM_ETL_BATCH_SIZE",
+    "batch_bytes": "DICOM_ETL_BATCH_BYTES",
+    "compression": "DICOM_ETL_COMPRESSION",
+    "deid_secret": SECRET_ENV,
+}
+BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
+_INTEGER_FIELDS = ("batch_size", "batch_bytes")
 
-    environment: str
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """Everything a run needs to know about its environment, resolved once by :func:`resolve_config`.
+
+    Flows pass it down (to subflows as the ``config`` parameter, where the secret shows
+    as ``**********``); nothing below a flow loads a block by name.
+    """
+
+    environment: str = "local"
+    #: The DicomPipelineSettings block these values came from (None: environment and defaults);
+    #: a remote compress-dicom run is handed this name to resolve the same secret.
+    settings_block: str | None = None
     source: str
     lake: str
     warehouse: str
-    dbt_target: str
-    batch_size: int
-    deid_secret: str
-    aws_credentials_block: str | None = None
-    snowflake_connector_block: str | None = None
+    dbt_target: str = "duckdb"
+    batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
+    compression: str = "local"
+    deid_secret: SecretStr = field(repr=False)
+    aws_credentials_block: str | None = None
+    snowflake_connector_block: str = SNOWFLAKE_CONNECTOR_BLOCK
+    snowflake_host: str | None = None
+    snowflake_port: int | None = None
+    snowflake_protocol: str | None = None
+    snowflake_network_timeout: int = NETWORK_TIMEOUT
 
-    def __repr__(self) -> str:  # never print the secret
-        return (
-            f"PipelineConfig(environment={self.environment!r}, source={self.source!r}, "
-            f"lake={self.lake!r}, warehouse={self.warehouse!r}, dbt_target={self.dbt_target!r})"
-        )
+    def __post_init__(self) -> None:
+        for name in _INTEGER_FIELDS:
+            value = getattr(self, name)
+            if value < 1:
+                msg = f"{name} must be 1 or more, got {value}; pass a positive number (default {_DEFAULTS[name]})"
+                raise ConfigError(msg)
+
+    @property
+    def secret(self) -> str:
+        """The de-identification secret's value (never log it)."""
+        return self.deid_secret.get_secret_value()
+
+    @property
+    def snowflake_connect(self) -> dict[str, object]:
+        """Connection overrides for a non-standard Snowflake endpoint (fakesnow), only those set."""
+        values = {
+            "host": self.snowflake_host,
+            "port": self.snowflake_port,
+            "protocol": self.snowflake_protocol,
+            "network_timeout": self.snowflake_network_timeout,
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def override(self, **parameters: object) -> PipelineConfig:
+        """This configuration with the given values in place of its own (``None`` keeps its own)."""
+        given = {k: v for k, v in parameters.items() if v is not None}
+        return replace(self, **given) if given else self
+
+
+_DEFAULTS = {"batch_size": DEFAULT_BATCH_SIZE, "batch_bytes": DEFAULT_BATCH_BYTES}
 
 
 def local_secret(data_dir: Path = DEFAULT_DATA_DIR) -> str:
@@ -105,6 +162,10 @@ def local_secret(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     from_env = os.environ.get(SECRET_ENV)
     if from_env:
         return from_env
+    return _secret_file(data_dir)
+
+
+def _secret_file(data_dir: Path) -> str:
     path = data_dir / ".deid_secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,63 +175,111 @@ def local_secret(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     return path.read_text().strip()
 
 
+def merge_config(
+    parameters: Mapping[str, object],
+    *,
+    block: DicomPipelineSettings | None = None,
+    block_name: str | None = None,
+    environ: Mapping[str, str],
+    data_dir: Path = DEFAULT_DATA_DIR,
+) -> PipelineConfig:
+    """One configuration from its layers: parameters > settings block > environment > defaults.
+
+    Parameters
+    ----------
+    parameters : mapping
+        Flow parameters or command-line flags; ``None`` values are not given.
+    block : DicomPipelineSettings, optional
+        The loaded settings block. Every field it has wins over the environment.
+    block_name : str, optional
+        The block's name, kept in the result for runs started elsewhere (compress-dicom).
+    environ : mapping
+        Environment variables (:data:`ENV_VARS`); read only for what no block gives.
+    data_dir : Path, default ``data``
+        Where the local defaults live: ``incoming/``, ``lake/``, ``warehouse.duckdb`` and
+        the secret file ``.deid_secret`` (created only when no layer gives a secret).
+
+    Raises
+    ------
+    ConfigError
+        An environment variable or a parameter with an unusable value.
+    """
+    values: dict[str, object] = {}
+    if block is not None:
+        values = {f.name: getattr(block, f.name) for f in fields(PipelineConfig) if hasattr(block, f.name)}
+        values["settings_block"] = block_name
+    else:
+        for name, var in ENV_VARS.items():
+            raw = environ.get(var)
+            if raw:
+                values[name] = _env_value(name, var, raw)
+    values.update({k: v for k, v in parameters.items() if v is not None})
+    values.setdefault("source", str(data_dir / "incoming"))
+    values.setdefault("lake", str(data_dir / "lake"))
+    values.setdefault("warehouse", str(data_dir / "warehouse.duckdb"))
+    if "deid_secret" not in values:
+        values["deid_secret"] = _secret_file(data_dir)
+    if not isinstance(values["deid_secret"], SecretStr):
+        values["deid_secret"] = SecretStr(str(values["deid_secret"]))
+    return PipelineConfig(**values)
+
+
+def _env_value(name: str, var: str, raw: str) -> object:
+    if name not in _INTEGER_FIELDS:
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        msg = f"${var}={raw!r} is not a whole number; set it to a number of {name.removeprefix('batch_')} or unset it"
+        raise ConfigError(msg) from None
+
+
 def resolve_config(
     settings_block: str | None = None,
     *,
-    source: str | None = None,
-    lake: str | None = None,
-    warehouse: str | None = None,
-    batch_size: int | None = None,
-    batch_bytes: int | None = None,
+    base: PipelineConfig | None = None,
+    environ: Mapping[str, str] | None = None,
     data_dir: Path = DEFAULT_DATA_DIR,
+    **parameters: object,
 ) -> PipelineConfig:
-    """Settings for a run: the named block's values (or local defaults), then explicit overrides.
+    """The configuration of a run: parameters > settings block > environment > defaults.
 
     Parameters
     ----------
     settings_block : str, optional
         Name of a saved ``DicomPipelineSettings`` block; ``$DICOM_ETL_SETTINGS_BLOCK`` if
-        not given; local defaults if neither.
-    source, lake, warehouse, batch_size, batch_bytes : optional
-        Values that win over the block's (command-line flags, flow parameters).
+        not given; environment variables and local defaults if neither.
+    base : PipelineConfig, optional
+        A configuration already resolved by the calling flow (a subflow's ``config``): no
+        block is loaded again, only ``parameters`` are applied on top.
+    environ : mapping, optional
+        Environment variables; ``os.environ`` if not given.
+    **parameters
+        Values that win over every other layer (``source``, ``lake``, ``warehouse``,
+        ``batch_size``, ``batch_bytes``, ``compression``...); ``None`` means not given.
+
+    Raises
+    ------
+    ConfigError
+        No block of that name, or a setting with an unusable value.
     """
-    name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
-    if name:
-        block = DicomPipelineSettings.load(name)
-        base = PipelineConfig(
-            environment=block.environment,
-            source=block.source,
-            lake=block.lake,
-            warehouse=block.warehouse,
-            dbt_target=block.dbt_target,
-            batch_size=block.batch_size,
-            deid_secret=block.deid_secret.get_secret_value(),
-            aws_credentials_block=block.aws_credentials_block,
-            snowflake_connector_block=block.snowflake_connector_block,
-            batch_bytes=block.batch_bytes,
+    if base is not None:
+        return base.override(**parameters)
+    environ = os.environ if environ is None else environ
+    name = settings_block or environ.get(BLOCK_ENV) or None
+    block = _load_block(name) if name else None
+    return merge_config(parameters, block=block, block_name=name, environ=environ, data_dir=data_dir)
+
+
+def _load_block(name: str) -> DicomPipelineSettings:
+    try:
+        return DicomPipelineSettings.load(name)
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        msg = (
+            f"no DicomPipelineSettings block named {name!r} on this Prefect server; save it with "
+            "`python -m flows blocks register --env ENV` or name a saved one (--settings-block, $DICOM_ETL_SETTINGS_BLOCK)"
         )
-    else:
-        base = PipelineConfig(
-            environment="local",
-            source=str(data_dir / "incoming"),
-            lake=str(data_dir / "lake"),
-            warehouse=str(data_dir / "warehouse.duckdb"),
-            dbt_target="duckdb",
-            batch_size=DEFAULT_BATCH_SIZE,
-            deid_secret=local_secret(data_dir),
-        )
-    return PipelineConfig(
-        environment=base.environment,
-        source=source or base.source,
-        lake=lake or base.lake,
-        warehouse=warehouse or base.warehouse,
-        dbt_target=base.dbt_target,
-        batch_size=batch_size or base.batch_size,
-        deid_secret=base.deid_secret,
-        aws_credentials_block=base.aws_credentials_block,
-        snowflake_connector_block=base.snowflake_connector_block,
-        batch_bytes=batch_bytes or base.batch_bytes,
-    )
+        raise ConfigError(msg) from exc
 
 
 def resolve_s3_access(config: PipelineConfig) -> S3Access:

@@ -56,10 +56,9 @@ def backfill_dicom(
             logger.info("no folder for %s; nothing to backfill that day", label)
             continue
         summary = ingest_dicom.with_options(flow_run_name=f"backfill-{label.replace('/', '-')}")(
-            source=config.source, lake=config.lake, warehouse=config.warehouse, run_dbt=False,
-            settings_block=settings_block, **options,
+            run_dbt=False, config=config, **options
         )
         done[label] = {"files": summary["files"], "raw_rows": summary["raw_rows"]}
     if done and run_dbt:
-        build_warehouse(lake=config.lake, warehouse=config.warehouse, settings_block=settings_block)
+        build_warehouse(config=config)
     return done

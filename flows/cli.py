@@ -12,8 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from blocks.settings import PipelineConfig
 
 LOCAL_API = "http://127.0.0.1:4200/api"
 
@@ -112,35 +115,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _run_ingest(source=args.source, lake=args.lake, warehouse=args.warehouse, args=args)
 
 
-def check_local_paths(*, source: str | None, lake: str | None, day: date | None, block: str | None) -> None:
-    """Fail in one line before a Prefect server is started for nothing: a missing source folder, an unwritable lake.
-
-    Values left to a settings block are checked by the run, once the block is read.
-    """
-    from tasks.errors import SourceError
-    from tasks.lake.files import ensure_writable_folder
-    from tasks.lake.scope import resolve_scope
-
-    if source is not None or not block:
-        location = resolve_scope(source or "data/incoming", day=day).location
-        if "://" not in location and not Path(location).is_dir():
-            msg = f"source folder {location!r} does not exist or is not a folder; pass --source DIR"
-            raise SourceError(msg)
-    if (lake is not None or not block) and "://" not in (lake or ""):
-        ensure_writable_folder(lake or "data/lake", what="lake", option="--lake")
-
-
 def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, args: argparse.Namespace) -> int:
-    check_local_paths(
-        source=source, lake=lake, day=getattr(args, "date", None),
-        block=args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK"),
-    )
     if not args.dask_address:
         from tasks.pool import warm_process_pool
 
         # the pool's fork server imports the readers on the other core while Prefect is imported here
         warm_process_pool()
-    api = use_prefect_server()
+    api = use_prefect_server()  # a settings block is read from this API
+    options = _incremental_options(args)
+    config = _checked_config(args, source=source, lake=lake, warehouse=warehouse, day=options.get("partition_date"))
     from flows.ingest import ingest_dicom
     from flows.runners import batch_task_runner
 
@@ -149,20 +132,42 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
         flow = ingest_dicom.with_options(task_runner=batch_task_runner(args.dask_address))
     with reporting_api_loss(api):
         summary = flow(
-            source=source,
-            lake=lake,
-            warehouse=warehouse,
-            batch_size=args.batch_size,
-            batch_bytes=args.batch_bytes,
+            config=config,
             previews=not args.no_previews,
             run_dbt=not args.no_dbt,
-            settings_block=args.settings_block,
-            compression=args.compression,
             transcode=args.transcode,
-            **_incremental_options(args),
+            **options,
         )
     print_summary(summary, api)
     return 0
+
+
+def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str | None) -> PipelineConfig:
+    """The run's configuration (flags > settings block > environment > defaults), its paths checked.
+
+    Checked here, before the flow starts, so a missing folder or bucket and an unwritable
+    lake fail in one line instead of after a Prefect server started; without a settings
+    block no server is asked anything.
+    """
+    from blocks.settings import ENV_VARS, resolve_config, resolve_s3_access
+    from tasks.lake.files import ensure_writable_folder
+    from tasks.lake.s3 import is_s3_url
+    from tasks.lake.scope import resolve_scope
+    from tasks.lake.source import check_source
+
+    config = resolve_config(
+        args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
+        compression=args.compression,
+    )
+    origin = None
+    if paths.get("source") is None and config.settings_block:
+        origin = f"the settings block {config.settings_block!r}"
+    elif paths.get("source") is None and os.environ.get(ENV_VARS["source"]):
+        origin = f"${ENV_VARS['source']}"
+    check_source(resolve_scope(config.source, day=day).location, resolve_s3_access(config), origin=origin)
+    if not is_s3_url(config.lake):
+        ensure_writable_folder(config.lake, what="lake", option="--lake")
+    return config
 
 
 @contextmanager

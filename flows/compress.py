@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 
-from blocks.settings import DicomPipelineSettings, PipelineConfig, resolve_config
+from blocks.settings import PipelineConfig, resolve_config
 from tasks.errors import CompressionError
 from tasks.pixels.tasks import compress_remote, render_previews
 from tasks.retries import BatchOutcome
@@ -50,7 +50,7 @@ def compress_dicom(
     raw = Path(config.lake) / RAW_ZONE
     outcome = BatchOutcome(batch_id=batch_id, pixel_images=[(str(raw / key), key, uid) for key, uid in images])
     done = render_previews(
-        config.lake, outcome, ingested_at, config.deid_secret, max_size, quality, frames, transcode, workers
+        config.lake, outcome, ingested_at, config.secret, max_size, quality, frames, transcode, workers
     )
     create_markdown_artifact(
         "\n".join(
@@ -62,17 +62,14 @@ def compress_dicom(
     return {"rows": done.rows, "errors": done.errors}
 
 
-def compression_target(settings_block: str | None, compression: str | None, *, lake: str = "") -> str:
-    """``"local"`` or the deployment to run: the flow parameter, else the settings block's field.
+def compression_target(config: PipelineConfig) -> str:
+    """``"local"`` or the deployment to run, from the run's ``compression`` setting.
 
     ``"deployment"`` means ``compress-dicom/remote``; any other value with a ``/`` names
     the deployment itself. A remote run reads the batch from the lake's raw zone, so it
     needs a lake on a filesystem the remote worker shares (a folder, a network mount).
     """
-    mode = compression
-    if mode is None and settings_block:
-        mode = getattr(DicomPipelineSettings.load(settings_block), "compression", None)
-    mode = (mode or "local").strip()
+    mode, lake = (config.compression or "local").strip(), config.lake
     if mode == "local":
         return "local"
     if "://" in lake:
@@ -99,19 +96,19 @@ def submit_compression(
     ingested_at: datetime,
     bid: str,
     *,
-    settings_block: str | None = None,
     transcode: bool = False,
     staging_lake: str | None = None,
 ) -> PrefectFuture:
     """Submit the compression of one extracted batch, in process or on the deployment.
 
     In process, previews go to ``staging_lake`` (the batch's scratch copy of the lake,
-    published with the batch's tables) when given, else straight to the lake.
+    published with the batch's tables) when given, else straight to the lake. A remote
+    run is given the name of the settings block this run's secret came from.
     """
     if target == "local":
         return render_previews.with_options(task_run_name=f"previews-{bid}").submit(
-            staging_lake or config.lake, extracted, ingested_at, config.deid_secret, transcode=transcode
+            staging_lake or config.lake, extracted, ingested_at, config.secret, transcode=transcode
         )
     return compress_remote.with_options(task_run_name=f"compress-remote-{bid}").submit(
-        target, str(Path(config.lake).resolve()), extracted, ingested_at, settings_block, transcode
+        target, str(Path(config.lake).resolve()), extracted, ingested_at, config.settings_block, transcode
     )

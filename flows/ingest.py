@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque, quote
 
-from blocks.settings import resolve_config, resolve_s3_access, temporary_environment
+from blocks.settings import PipelineConfig, resolve_config, resolve_s3_access, temporary_environment
 from flows.runners import IN_FLIGHT_BATCHES, TASKS_PER_BATCH, THREADS
 from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
@@ -50,6 +50,7 @@ def ingest_dicom(
     compression: str | None = None,
     transcode: bool = False,
     request_build: bool = False,
+    config: PipelineConfig | None = None,
 ) -> dict:
     """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse.
 
@@ -57,20 +58,21 @@ def ingest_dicom(
     changing keys: they stay relative to ``source``, the provider's root.
     """
     config = resolve_config(
-        settings_block, source=source, lake=lake, warehouse=warehouse, batch_size=batch_size, batch_bytes=batch_bytes
+        settings_block, base=config, source=source, lake=lake, warehouse=warehouse,
+        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression,
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
     ingested_at = datetime.now(UTC)
     scope = resolve_scope(config.source, day=partition_date, within=within)
-    target = compression_target(settings_block, compression, lake=config.lake) if previews else "local"
+    target = compression_target(config) if previews else "local"
     if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
         logger.info("Removed %d partial files left by an interrupted run", swept)
     if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
         warm_process_pool()  # workers import their libraries while the source is listed
     with temporary_environment(access.env()):
         # previews are named, and the warehouse pseudonymized, with this key: one key per lake
-        check_lake_key(config.lake, config.deid_secret)
+        check_lake_key(config.lake, config.secret)
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)
@@ -84,7 +86,7 @@ def ingest_dicom(
         # previews rendered by extraction itself (one read and one parse per file), unless
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
-        preview_args = {"previews": PreviewOptions(), "secret": config.deid_secret} if fused else {}
+        preview_args = {"previews": PreviewOptions(), "secret": config.secret} if fused else {}
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
@@ -112,8 +114,7 @@ def ingest_dicom(
                     staging_lake = str(staging_lake_for(config.lake, Path(scratch), bid))
                     batch_outcomes.append(
                         submit_compression(
-                            target, config, extracted, ingested_at, bid,
-                            settings_block=settings_block, transcode=transcode, staging_lake=staging_lake,
+                            target, config, extracted, ingested_at, bid, transcode=transcode, staging_lake=staging_lake
                         )
                     )
                 published = publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
@@ -155,13 +156,11 @@ def ingest_dicom(
         from flows.warehouse import build_warehouse  # dbt takes seconds to import: only when used
 
         with temporary_environment(access.env()):
-            summary["warehouse_rows"] = build_warehouse(
-                lake=config.lake, warehouse=config.warehouse, settings_block=settings_block
-            )
+            summary["warehouse_rows"] = build_warehouse(config=config)
     _report(summary)
     report_quarantine(summary)
     emit_ingest_events(
-        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=settings_block
+        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=config.settings_block
     )
     logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary

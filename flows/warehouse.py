@@ -7,7 +7,6 @@ and before dbt is even imported. ``full_refresh`` rebuilds everything from the l
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from blocks.settings import DicomPipelineSettings, resolve_config, temporary_environment
+from blocks.settings import PipelineConfig, resolve_config, temporary_environment
 from flows.reporting import StepTimes
 from tasks.errors import WarehouseError
 from tasks.warehouse.increments import check_lake_key
@@ -54,24 +53,6 @@ def _dbt_settings(**kwargs: Any) -> Any:
     return TargetDbtSettings(**kwargs)
 
 
-def _snowflake_settings(settings_block: str | None) -> dict[str, Any]:
-    name = settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")
-    block = DicomPipelineSettings.load(name) if name else None
-    return {
-        "block": getattr(block, "snowflake_connector_block", None) or PROFILE_SNOWFLAKE_BLOCK,
-        "connect": {
-            k: v
-            for k, v in {
-                "host": getattr(block, "snowflake_host", None),
-                "port": getattr(block, "snowflake_port", None),
-                "protocol": getattr(block, "snowflake_protocol", None),
-                "network_timeout": getattr(block, "snowflake_network_timeout", None),
-            }.items()
-            if v
-        },
-    }
-
-
 @flow(name="build-warehouse", log_prints=True)
 def build_warehouse(
     lake: str | None = None,
@@ -79,51 +60,51 @@ def build_warehouse(
     settings_block: str | None = None,
     command: str = "build",
     full_refresh: bool = False,
+    config: PipelineConfig | None = None,
 ) -> dict[str, int]:
     """Build the warehouse from the lake's batches that arrived since the last build (every batch with full_refresh)."""
     logger = get_run_logger()
     steps = StepTimes()
     with steps("configuration"):
-        config = resolve_config(settings_block, lake=lake, warehouse=warehouse)
-        snowflake = _snowflake_settings(settings_block)
-        check_lake_key(config.lake, config.deid_secret)
+        config = resolve_config(settings_block, base=config, lake=lake, warehouse=warehouse)
+        check_lake_key(config.lake, config.secret)
     connector = None
     if config.dbt_target == "snowflake":
         from prefect_snowflake import SnowflakeConnector
 
         with steps("plan and Snowflake load"):
-            connector = SnowflakeConnector.load(snowflake["block"])
-            plan = load_snowflake(connector, config.lake, config.deid_secret, snowflake["connect"], full_refresh=full_refresh)
+            connector = SnowflakeConnector.load(config.snowflake_connector_block)
+            plan = load_snowflake(connector, config.lake, config.secret, config.snowflake_connect, full_refresh=full_refresh)
     else:
         with steps("plan"):
             plan = plan_warehouse_build(config.lake, config.warehouse, full_refresh=full_refresh)
     if plan.is_empty:
         logger.info("Nothing new since the last build: no batch arrived in %s; no dbt run, no pseudonym map", config.lake)
-        counts = _count(config, connector, snowflake)
+        counts = _count(config, connector)
         logger.info("Warehouse unchanged (%s)", steps.line())
         return counts
     if connector is None:
         with steps("pseudonym map"):
-            write_pseudonym_map(config.lake, config.warehouse, config.deid_secret, plan)
-    result = _run_dbt(config, snowflake, command, full_refresh=full_refresh, steps=steps)
+            write_pseudonym_map(config.lake, config.warehouse, config.secret, plan)
+    result = _run_dbt(config, command, full_refresh=full_refresh, steps=steps)
     if not result.success:
-        where = config.warehouse if connector is None else f"Snowflake ({snowflake['block']})"
+        where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"
         msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
         raise WarehouseError(msg)
     with steps("record build"):
         if connector is None:
             record_warehouse_build(config.warehouse, plan)
         else:
-            record_snowflake_build(connector, snowflake["connect"], plan)
+            record_snowflake_build(connector, config.snowflake_connect, plan)
     with steps("count rows"):
-        counts = _count(config, connector, snowflake)
+        counts = _count(config, connector)
     logger.info("Warehouse built from %d batches: %s", len(plan.batches), counts)
     logger.info("Build steps: %s", steps.line())
     steps.report(key="warehouse-build-steps", description="Wall time of each step of the warehouse build")
     return counts
 
 
-def _run_dbt(config: Any, snowflake: dict[str, Any], command: str, *, full_refresh: bool, steps: StepTimes) -> Any:  # noqa: ANN401 - dbt's result
+def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps: StepTimes) -> Any:  # noqa: ANN401 - dbt's result
     """``dbt <command>`` through prefect-dbt (a task per model and test); dbt's parse and execution timed apart."""
     start = time.perf_counter()
     from prefect_dbt import PrefectDbtRunner  # seconds of imports: only when there is something to build
@@ -133,17 +114,17 @@ def _run_dbt(config: Any, snowflake: dict[str, Any], command: str, *, full_refre
         lake=config.lake,
         warehouse=config.warehouse,
         target=config.dbt_target,
-        snowflake_host=snowflake["connect"].get("host"),
-        snowflake_port=snowflake["connect"].get("port"),
-        snowflake_protocol=snowflake["connect"].get("protocol"),
+        snowflake_host=config.snowflake_host,
+        snowflake_port=config.snowflake_port,
+        snowflake_protocol=config.snowflake_protocol,
     )
-    target_dir = dbt_target_dir(config.warehouse, target=config.dbt_target, snowflake_block=snowflake["block"])
+    target_dir = dbt_target_dir(config.warehouse, target=config.dbt_target, snowflake_block=config.snowflake_connector_block)
     settings = _dbt_settings(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
         target_path=target_dir,
         dbt_target=config.dbt_target,
-        snowflake_block=snowflake["block"],
+        snowflake_block=config.snowflake_connector_block,
     )
     args = [command, *(["--full-refresh"] if full_refresh else [])]
     start = time.perf_counter()
@@ -161,10 +142,10 @@ def _run_dbt(config: Any, snowflake: dict[str, Any], command: str, *, full_refre
     return result
 
 
-def _count(config: Any, connector: Any, snowflake: dict[str, Any]) -> dict[str, int]:  # noqa: ANN401
+def _count(config: PipelineConfig, connector: Any) -> dict[str, int]:  # noqa: ANN401 - a SnowflakeConnector block
     if connector is None:
         return count_rows(Path(config.warehouse)) if Path(config.warehouse).exists() else {}
     from tasks.warehouse.snowflake import snowflake_session
 
-    with snowflake_session(connector, snowflake["connect"]) as connection:
+    with snowflake_session(connector, config.snowflake_connect) as connection:
         return count_rows_snowflake(connection)

@@ -20,6 +20,10 @@ class UsageError(DicomEtlError):
     exit_code = 2
 
 
+class ConfigError(DicomEtlError):
+    """A setting (flow parameter, settings block, environment variable) has an unusable value."""
+
+
 class SourceError(DicomEtlError):
     """A source (folder, bucket, prefix) cannot be listed or read."""
 

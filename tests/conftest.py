@@ -11,27 +11,27 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
+    # before Prefect is imported: its global settings (threads, subprocesses) see the server too
+    os.environ["PREFECT_API_URL"] = os.environ["DICOM_ETL_TEST_PREFECT_API_URL"]
 
 PYDICOM_TEST_FILES = Path(__import__("pydicom.data", fromlist=["x"]).__file__).parent / "test_files"
 
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server (Prefect's test harness), started once per session.
+    """A real Prefect API server, once per session: Prefect's test harness, or the one you keep running.
 
-    ``DICOM_ETL_TEST_PREFECT_API_URL`` names a server already running instead (to watch the
-    runs in its UI, or on a machine too loaded to start one in time).
+    ``DICOM_ETL_TEST_PREFECT_API_URL=http://127.0.0.1:4200/api`` points the tests at a
+    server already up (``python -m flows server``) instead of starting one (20-30 s, minutes
+    on a loaded machine).
     """
-    running = os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL")
-    if running:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: running}):
-            yield
+    if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
+        yield
         return
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

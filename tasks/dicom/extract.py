@@ -33,7 +33,7 @@ from tasks.dicom.entities import (
 )
 from tasks.errors import FileRejected, Reason
 from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
-from tasks.pixels.preview import PreviewOptions, render_dataset
+from tasks.pixels.preview import OCR_GROUP, PreviewOptions, render_datasets
 
 __all__ = [
     "PREVIEW_ERRORS",
@@ -205,24 +205,33 @@ def extract_rows(
     if previews is not None:
         tables |= {PREVIEWS.name: PREVIEWS, PREVIEW_ERRORS: INGEST_ERRORS}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
+    pending: list[tuple[Dataset, dict[str, Any]]] = []  # at-risk images of a group share their OCR runs
     with quiet_pydicom():
         for src in files:
             ds = _extract_one(src, rows, bulk_threshold)
             if ds is not None and previews is not None and rows[IMAGES.name][-1]["has_pixel_data"]:
-                _preview_one(ds, rows, previews)
+                pending.append((ds, rows[IMAGES.name][-1]))
+                if len(pending) >= OCR_GROUP:
+                    _preview_group(pending, rows, previews)
+        if pending:
+            _preview_group(pending, rows, previews)
     # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
     return {name: pl.from_arrow(pa.Table.from_pylist(rows[name], schema=_arrow_schema(e))) for name, e in tables.items()}
 
 
-def _preview_one(ds: Dataset, rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
-    image = rows[IMAGES.name][-1]
-    uid = image["SOPInstanceUID"]
-    preview, error = render_dataset(job.lake, ds, image["source_key"], uid, pseudonym(uid, job.secret), job.options, image)
-    lineage_cols = {"source_etag": image["source_etag"]}
-    if preview is not None:
-        rows[PREVIEWS.name].append(preview | lineage_cols)
-    else:
-        rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+def _preview_group(pending: list[tuple[Dataset, dict[str, Any]]], rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
+    """Render the previews of parsed images (``(dataset, images row)``) and empty ``pending``."""
+    items = [
+        (ds, image["source_key"], image["SOPInstanceUID"], pseudonym(image["SOPInstanceUID"], job.secret), image)
+        for ds, image in pending
+    ]
+    for (_, image), (preview, error) in zip(pending, render_datasets(job.lake, items, job.options)):
+        lineage_cols = {"source_etag": image["source_etag"]}
+        if preview is not None:
+            rows[PREVIEWS.name].append(preview | lineage_cols)
+        else:
+            rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+    pending.clear()
 
 
 def _data_schema(entity: Entity) -> dict[str, pl.DataType]:

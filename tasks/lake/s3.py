@@ -1,7 +1,8 @@
 """Objects in S3 (or any S3-compatible store): list, server-side copy, download, upload.
 
 Every function takes a boto3 S3 client made by :func:`make_s3_client` and speaks in
-``ObjectInfo``, like the local functions in ``tasks.lake.storage``. Keys are passed to boto3
+``ObjectInfo``, like the local functions in ``tasks.lake.storage``; the concurrent
+copies, downloads and uploads of a batch are in ``tasks.lake.transfers``. Keys are passed to boto3
 as they are (boto3 encodes them), so spaces, unicode and ``+`` round-trip.
 
 Two layers of retries, bounded together: botocore's ``standard`` retry mode retries a
@@ -14,7 +15,6 @@ the defaults (3 attempts x 4 task tries) a request is tried at most 12 times.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -32,6 +32,9 @@ TRANSIENT_CODES = frozenset(
         "RequestTimeout", "RequestTimeoutException",
     }
 )
+#: Requests in flight per task: enough to hide a 20 ms round trip on a laptop's two cores
+#: (each request costs ~1-2 ms of Python); a cloud VM with more cores takes 64-128.
+DEFAULT_MAX_CONCURRENCY = 16
 #: Metadata key on raw copies naming the provider ETag they were copied from.
 SOURCE_ETAG_META = "source-etag"
 
@@ -52,6 +55,8 @@ class S3Access:
     max_attempts: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: Requests a task keeps in flight at once (copies, downloads, uploads of a batch).
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def env(self) -> dict[str, str]:
         """The standard AWS environment variables for these values (for s3fs in dbt)."""
@@ -121,7 +126,11 @@ def render_prefix(template: str, *, day: date | None) -> str:
 
 
 def make_s3_client(access: S3Access):  # noqa: ANN201 - botocore builds the client class at runtime
-    """A boto3 S3 client with bounded standard-mode retries and timeouts."""
+    """A boto3 S3 client with bounded standard-mode retries and timeouts, for threads to share.
+
+    Its connection pool holds ``access.max_concurrency`` connections, plus the ten boto3's
+    managed transfers of a large object use, so no request in flight waits for one.
+    """
     import boto3
     from botocore.config import Config
 
@@ -129,6 +138,7 @@ def make_s3_client(access: S3Access):  # noqa: ANN201 - botocore builds the clie
         retries={"mode": "standard", "max_attempts": access.max_attempts},
         connect_timeout=access.connect_timeout,
         read_timeout=access.read_timeout,
+        max_pool_connections=access.max_concurrency + 10,
     )
     session = boto3.session.Session(
         aws_access_key_id=access.access_key_id,
@@ -167,7 +177,8 @@ def error_code(exc: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-def _source_error(exc: BaseException, what: str) -> SourceError:
+def source_error(exc: BaseException, what: str) -> SourceError:
+    """A :class:`SourceError` for a permanent S3 failure, with a hint of what to check."""
     code = error_code(exc) or type(exc).__name__
     if code in ("NoSuchBucket",):
         hint = "check the bucket name in --source/--lake or the settings block"
@@ -212,128 +223,9 @@ def list_s3_objects(client, location: S3Location, *, since: datetime | None = No
     except Exception as exc:
         if is_transient(exc) or not error_code(exc):
             raise
-        raise _source_error(exc, f"listing {location.url()}") from exc
+        raise source_error(exc, f"listing {location.url()}") from exc
     found.sort()
     return found
-
-
-def copy_s3_objects(client, source: S3Location, raw: S3Location, objects: Sequence[ObjectInfo]) -> dict[str, str]:  # noqa: ANN001
-    """Server-side copy provider -> raw zone, skipping raw copies that are already current.
-
-    A raw copy is current when its size matches and its ETag (or the provider ETag kept
-    in its metadata, for multipart copies) matches the provider's.
-
-    Returns
-    -------
-    dict
-        ``{key: reason}`` for objects that could not be copied and will not be retried
-        (``missing_object``, ``access_denied``).
-    """
-    failed: dict[str, str] = {}
-    for obj in objects:
-        dst = raw.key(obj.key)
-        try:
-            head = client.head_object(Bucket=raw.bucket, Key=dst)
-            current = head.get("ETag", "").strip('"') == obj.etag or head.get("Metadata", {}).get(SOURCE_ETAG_META) == obj.etag
-            if current and int(head["ContentLength"]) == obj.size:
-                continue
-        except Exception as exc:
-            if _permanent_reason(exc) != "missing_object":  # no raw copy yet is the only expected error
-                if is_transient(exc) or not error_code(exc):
-                    raise
-                raise _source_error(exc, f"reading the raw copy {raw.url(obj.key)}") from exc
-        try:
-            client.copy(
-                {"Bucket": source.bucket, "Key": source.key(obj.key)},
-                raw.bucket,
-                dst,
-                ExtraArgs={"Metadata": {SOURCE_ETAG_META: obj.etag}, "MetadataDirective": "REPLACE"},
-            )
-        except Exception as exc:
-            reason = _permanent_reason(exc)
-            if reason is None:
-                raise
-            failed[obj.key] = reason
-    return failed
-
-
-def _permanent_reason(exc: BaseException) -> str | None:
-    code = error_code(exc)
-    if code in ("NoSuchKey", "404", "NotFound"):
-        return "missing_object"
-    if code in ("AccessDenied", "403"):
-        return "access_denied"
-    return None
-
-
-def download_s3_objects(
-    client,  # noqa: ANN001
-    location: S3Location,
-    objects: Sequence[ObjectInfo],
-    dest: Path,
-) -> tuple[dict[str, Path], dict[str, str]]:
-    """Download objects into ``dest`` under safe local names (their index), not their keys.
-
-    Returns
-    -------
-    paths, failed : dict, dict
-        ``{key: local path}`` of downloaded objects and ``{key: reason}`` of objects
-        that are missing or denied (not retried).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    failed: dict[str, str] = {}
-    for index, obj in enumerate(objects):
-        path = dest / f"{index:06d}"
-        try:
-            client.download_file(location.bucket, location.key(obj.key), str(path))
-        except Exception as exc:
-            reason = _permanent_reason(exc)
-            if reason is None:
-                raise
-            failed[obj.key] = reason
-            continue
-        paths[obj.key] = path
-    return paths, failed
-
-
-def upload_s3_objects(client, pairs: Iterable[tuple[Path, str]], bucket: str, *, metadata: dict[str, dict[str, str]] | None = None) -> int:  # noqa: ANN001
-    """Upload ``(local path, key)`` pairs; return how many were uploaded."""
-    n = 0
-    for path, key in pairs:
-        extra = {"Metadata": metadata[key]} if metadata and key in metadata else None
-        client.upload_file(str(path), bucket, key, ExtraArgs=extra)
-        n += 1
-    return n
-
-
-def upload_tree(client, root: Path, lake: S3Location, *, zones: Sequence[str]) -> int:  # noqa: ANN001
-    """Upload every file of the given zones of a local staging lake to the S3 lake.
-
-    Temporary ``.partial`` files are skipped. Returns the number of files uploaded.
-    """
-    pairs = []
-    for zone in zones:
-        base = root / zone
-        if not base.is_dir():
-            continue
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.endswith(".partial"):
-                pairs.append((path, lake.key(path.relative_to(root).as_posix())))
-    return upload_s3_objects(client, pairs, lake.bucket)
-
-
-def missing_keys(client, lake: S3Location, relatives: Sequence[str]) -> list[str]:  # noqa: ANN001
-    """Which of ``relatives`` do not exist under the lake prefix."""
-    missing = []
-    for rel in relatives:
-        try:
-            client.head_object(Bucket=lake.bucket, Key=lake.key(rel))
-        except Exception as exc:
-            if _permanent_reason(exc) != "missing_object":
-                raise
-            missing.append(rel)
-    return missing
 
 
 def sha256_file(path: Path) -> str:

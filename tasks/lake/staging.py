@@ -29,19 +29,17 @@ import polars as pl
 from tasks.lake.zips import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
 from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS
 from tasks.errors import FileRejected, Reason
-from tasks.lake.files import writing
 from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
 from tasks.lake.manifest import manifest_frame, manifest_key
-from tasks.lake.storage import ARCHIVE_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
-from tasks.lake.s3 import (
-    S3Access,
+from tasks.lake.storage import RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
+from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url, sha256_file
+from tasks.lake.transfers import (
     copy_s3_objects,
-    download_s3_objects,
-    is_s3_url,
-    make_s3_client,
+    download_s3_object,
+    list_key_range,
     missing_keys,
-    parse_s3_url,
-    sha256_file,
+    read_s3_objects,
+    run_each,
     upload_s3_objects,
     upload_tree,
 )
@@ -129,20 +127,31 @@ def stage_batch(
     local: dict[str, str | Path] = {}
     known: dict[str, tuple[str, bool]] = {}  # key -> (sha256, is a ZIP), when the copy computed them
     client = make_s3_client(access) if is_s3_url(source) or is_s3_url(lake) else None
+    n = access.max_concurrency
     if is_s3_url(source):
         src = parse_s3_url(source)
         safe = [o for o in objects if not _unsafe_key(o.key)]
         failed.update({o.key: Reason.PATH_TRAVERSAL for o in objects if _unsafe_key(o.key)})
-        if is_s3_url(lake):
-            raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
-            failed.update(copy_s3_objects(client, src, raw, safe))
-            local, gone = download_s3_objects(client, raw, [o for o in safe if o.key not in failed], work / "download")
+        if is_s3_url(lake):  # downloaded from the raw copy
+            origin = raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
+            paths = {o.key: work / "download" / f"{i:06d}" for i, o in enumerate(safe)}
+        else:  # the raw zone of a local lake is the download kept: written there once
+            origin = src
+            paths = {o.key: Path(lake) / RAW_ZONE / o.key for o in safe}
+
+        def fetch(obj: ObjectInfo) -> str | None:
+            """Download an object and hash it in a pool thread (hashing and I/O release the interpreter)."""
+            reason = download_s3_object(client, origin, obj, paths[obj.key])
+            if reason is None:
+                known[obj.key] = (sha256_file(paths[obj.key]), is_zip(paths[obj.key]))
+            return reason
+
+        if is_s3_url(lake):  # each object copied to the raw zone, then downloaded from it, many at once
+            failed.update(copy_s3_objects(client, src, raw, safe, max_concurrency=n, then=fetch))
         else:
-            local, gone = download_s3_objects(client, src, safe, work / "download")
-            for key, path in local.items():  # the raw zone of a local lake is the download kept
-                with writing(Path(lake) / RAW_ZONE / key) as tmp:
-                    shutil.copyfile(path, tmp)
-        failed.update(gone)
+            reasons = run_each(fetch, safe, max_concurrency=n)
+            failed.update({o.key: r for o, r in zip(safe, reasons, strict=True) if r is not None})
+        local = {k: p for k, p in paths.items() if k not in failed}
     else:
         root = Path(source)
         # a link could point anywhere on this machine (/etc, another patient's folder)
@@ -151,8 +160,10 @@ def stage_batch(
         objects = [o for o in objects if o.key not in links]
         if is_s3_url(lake):
             raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
-            todo = missing_keys(client, raw, [o.key for o in objects])
-            upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket)
+            listed, unknown = list_key_range(client, raw, [o.key for o in objects])
+            todo = [o.key for o in objects if o.key not in unknown and listed.get(o.key, (-1,))[0] != o.size]
+            todo += missing_keys(client, raw, sorted(unknown), max_concurrency=n)
+            upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket, max_concurrency=n)
             local = {o.key: root / o.key for o in objects}
         else:
             copies = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
@@ -233,7 +244,8 @@ def publish_batch(
     if is_s3_url(lake):
         client = make_s3_client(access)
         location = parse_s3_url(lake)
-        upload_tree(client, Path(staged.staging_lake), location, zones=(TABLES_ZONE, PREVIEWS_ZONE, QUARANTINE_ZONE, ARCHIVE_ZONE))
+        # every zone the batch wrote (tables, previews, quarantine, archive, deid...), then the manifest
+        upload_tree(client, Path(staged.staging_lake), location, max_concurrency=access.max_concurrency)
         path = write_parquet_atomic(frame, work / manifest_key(staged.batch_id))
         upload_s3_objects(client, [(path, location.key(manifest_key(staged.batch_id)))], location.bucket)
     else:
@@ -247,12 +259,12 @@ def prepare_s3_lake(lake: str, *, scratch: Path, access: S3Access) -> int:
     client = make_s3_client(access)
     location = parse_s3_url(lake)
     rels = [f"{TABLES_ZONE}/{name}/_empty.parquet" for name in ALL_TABLES]
-    todo = missing_keys(client, location, rels)
+    todo = missing_keys(client, location, rels, max_concurrency=access.max_concurrency)
     pairs = []
     for rel in todo:
         entity = ALL_TABLES[rel.split("/")[1]]
         pairs.append((write_parquet_atomic(pl.DataFrame(schema=entity.schema), scratch / "_schemas" / rel), location.key(rel)))
-    return upload_s3_objects(client, pairs, location.bucket)
+    return upload_s3_objects(client, pairs, location.bucket, max_concurrency=access.max_concurrency)
 
 
 def read_s3_manifest(lake: str, *, access: S3Access) -> pl.DataFrame:
@@ -262,6 +274,5 @@ def read_s3_manifest(lake: str, *, access: S3Access) -> pl.DataFrame:
 
     client = make_s3_client(access)
     location = parse_s3_url(lake.rstrip("/") + "/" + MANIFEST_ZONE)
-    blobs = [client.get_object(Bucket=location.bucket, Key=location.key(o.key))["Body"].read()
-             for o in list_s3_objects(client, location)]
-    return read_manifest_files(blobs)
+    keys = [o.key for o in list_s3_objects(client, location)]
+    return read_manifest_files(read_s3_objects(client, location, keys, max_concurrency=access.max_concurrency))

@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ from tasks.pixels.display import (
     window_to_uint8,
 )
 from tasks.pixels.ocr import Tesseract
-from tasks.pixels.privacy import PixelText, RegionRule, TriageRule, clean_pixels, read_region_rules, read_triage_rules, triage
+from tasks.pixels.privacy import PixelText, RegionRule, TriageRule, clean_batch, read_region_rules, read_triage_rules, triage
 
 __all__ = [
     "Preview",
@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 Frames = Literal["middle", "all"]
+#: Images rendered together: the at-risk ones among them share their OCR runs (and are held
+#: decoded until the group is done).
+OCR_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -184,15 +187,33 @@ def render_file(
 
     A top-level function of plain arguments, so a process pool can run it.
     """
-    with quiet_pydicom():  # once per file: it resets logging caches, which is not free
-        try:
-            if path.stat().st_size >= instance.LARGE_FILE_BYTES:  # mapped: one frame is read, not the file
-                ds = instance.read_dicom(instance.load_file(path), path)
-            else:
-                ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:  # noqa: BLE001 - unreadable now: this file's error, not the batch's
-            return None, _decode_error(key, sop_uid, exc)
-        return render_dataset(lake, ds, key, sop_uid, image_id, options)
+    return render_files(lake, [(path, key, sop_uid, image_id)], options)[0]
+
+
+def render_files(
+    lake: Path, files: Sequence[tuple[Path, str, str, str]], options: PreviewOptions
+) -> list[tuple[dict | None, dict | None]]:
+    """:func:`render_file` for ``(path, key, SOPInstanceUID, image id)`` files, :data:`OCR_GROUP` at a time.
+
+    At-risk images of a group are cleaned together (one OCR process per step for all).
+    """
+    results: list[tuple[dict | None, dict | None]] = []
+    with quiet_pydicom():  # once per call: it resets logging caches, which is not free
+        for start in range(0, len(files), OCR_GROUP):
+            group, failed = [], {}
+            for i, (path, key, uid, image_id) in enumerate(files[start : start + OCR_GROUP]):
+                try:
+                    if path.stat().st_size >= instance.LARGE_FILE_BYTES:  # mapped: one frame is read, not the file
+                        ds = instance.read_dicom(instance.load_file(path), path)
+                    else:
+                        ds = pydicom.dcmread(path, force=True)
+                except Exception as exc:  # noqa: BLE001 - unreadable now: this file's error, not the batch's
+                    failed[i] = (None, _decode_error(key, uid, exc))
+                    continue
+                group.append((ds, key, uid, image_id, None))
+            rendered = iter(render_datasets(lake, group, options))
+            results += [failed[i] if i in failed else next(rendered) for i in range(min(OCR_GROUP, len(files) - start))]
+    return results
 
 
 def render_dataset(
@@ -204,33 +225,65 @@ def render_dataset(
     options: PreviewOptions,
     image: Mapping[str, Any] | None = None,
 ) -> tuple[dict | None, dict | None]:
-    """Render and store the preview(s) of a parsed instance (see :func:`render_file`).
+    """Render and store the preview(s) of a parsed instance (see :func:`render_datasets`)."""
+    return render_datasets(lake, [(ds, key, sop_uid, image_id, image)], options)[0]
 
-    With its ``images`` row, a plain uncompressed image skips pydicom's decoders
-    (:func:`tasks.pixels.display.native_display`); call inside :func:`quiet_pydicom`.
+
+def render_datasets(
+    lake: Path,
+    items: Sequence[tuple[Dataset, str, str, str, Mapping[str, Any] | None]],
+    options: PreviewOptions,
+) -> list[tuple[dict | None, dict | None]]:
+    """Render and store the previews of parsed instances: ``(previews row, None)`` or ``(None, error row)`` each.
+
+    ``items`` are ``(dataset, source key, SOPInstanceUID, image id, images row or None)``.
+    Images triage finds not at risk are rendered as stored, as they always were (with
+    its ``images`` row, a plain uncompressed image skips pydicom's decoders,
+    :func:`tasks.pixels.display.native_display`). The others are decoded whole, cleaned
+    together (:func:`tasks.pixels.privacy.clean_batch`) and rendered from the cleaned
+    stored array; a withheld image gets no preview and an ``ingest_errors`` row (stage
+    ``pixels``, reason ``burned_in_text``). Call inside :func:`quiet_pydicom`.
     """
-    pkey = preview_key(image_id)
-    try:
-        found = triage(ds, options.triage_rules)
-        if found.status == "not_at_risk":  # most images: as they are, at no extra cost
-            main, extra = _render_as_stored(ds, options, image)
-            status, method = "not_needed", "triage"
-        else:
-            privacy = clean_pixels(
-                ds, decode_all(ds), mode=options.pixel_text, regions=options.region_rules, ocr=options.ocr, triaged=found
-            )
-            if privacy.pixels is None:
-                _remove_stale(lake, pkey, image_id, ds)
-                return None, _withheld_error(key, sop_uid, privacy.method, privacy.reason or "")
+    results: list[tuple[dict | None, dict | None]] = [(None, None)] * len(items)
+    risky = []
+    for i, (ds, key, uid, image_id, image) in enumerate(items):
+        try:
+            found = triage(ds, options.triage_rules)
+            if found.status == "not_at_risk":  # most images: as they are, at no extra cost
+                results[i] = _stored(lake, image_id, key, uid, *_render_as_stored(ds, options, image), "not_needed", "triage")
+            else:
+                risky.append((i, found, decode_all(ds)))
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, not the batch's
+            results[i] = (None, _decode_error(key, uid, exc))
+    cleaned = clean_batch(
+        [(items[i][0], pixels) for i, _, pixels in risky],
+        mode=options.pixel_text, regions=options.region_rules, ocr=options.ocr, triaged=[found for _, found, _ in risky],
+    )
+    for (i, _, _), privacy in zip(risky, cleaned):
+        ds, key, uid, image_id, _ = items[i]
+        if privacy.pixels is None:
+            _remove_stale(lake, image_id, ds)
+            results[i] = (None, _withheld_error(key, uid, privacy.method, privacy.reason or ""))
+            continue
+        try:
             main, extra = _render_cleaned(ds, privacy.pixels, options)
-            status, method = privacy.status, privacy.method
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, not the batch's
-        return None, _decode_error(key, sop_uid, exc)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = (None, _decode_error(key, uid, exc))
+            continue
+        results[i] = _stored(lake, image_id, key, uid, main, extra, privacy.status, privacy.method)
+    return results
+
+
+def _stored(
+    lake: Path, image_id: str, key: str, uid: str, main: Preview, extra: list[tuple[int, Preview]], status: str, method: str
+) -> tuple[dict, None]:
+    """Write an image's previews; its ``previews`` row."""
+    pkey = preview_key(image_id)
     write_preview(lake, pkey, main)
     for i, frame_preview in extra:
         write_preview(lake, preview_key(image_id, i), frame_preview)
     return {
-        "SOPInstanceUID": sop_uid,
+        "SOPInstanceUID": uid,
         "source_key": key,
         "preview_key": pkey,
         "preview_bytes": len(main.jpeg),
@@ -279,9 +332,9 @@ def _render_cleaned(ds: Dataset, pixels: np.ndarray, options: PreviewOptions) ->
     return main, extra
 
 
-def _remove_stale(lake: Path, pkey: str, image_id: str, ds: Dataset) -> None:
+def _remove_stale(lake: Path, image_id: str, ds: Dataset) -> None:
     """Delete previews an earlier run wrote for an image now withheld (a lake folder)."""
-    keys = [pkey] + [preview_key(image_id, i) for i in range(frame_count(ds))] if frame_count(ds) > 1 else [pkey]
+    keys = [preview_key(image_id)] + [preview_key(image_id, i) for i in range(frame_count(ds)) if frame_count(ds) > 1]
     for stale in keys:
         with contextlib.suppress(OSError):
             os.remove(os.path.join(lake, stale))
@@ -313,8 +366,8 @@ def _decode_error(key: str, sop_uid: str, exc: Exception) -> dict:
     }
 
 
-def _render_file_star(args: tuple) -> tuple[dict | None, dict | None]:
-    return render_file(*args)
+def _render_files_star(args: tuple) -> list[tuple[dict | None, dict | None]]:
+    return render_files(*args)
 
 
 def render_batch(
@@ -344,19 +397,23 @@ def render_batch(
     Returns
     -------
     previews, errors : list of dict
-        Rows for the ``previews`` table and ``ingest_errors`` rows (reason
-        ``pixel_decode``) for images whose pixels could not be decoded.
+        Rows for the ``previews`` table and ``ingest_errors`` rows: reason
+        ``pixel_decode`` for images whose pixels could not be decoded, ``burned_in_text``
+        (stage ``pixels``) for images withheld.
     """
     opts = options or PreviewOptions()
     if max_size is not None or quality is not None:
-        opts = PreviewOptions(max_size or opts.max_size, quality or opts.quality, opts.frames)
-    jobs = [(lake, Path(p), key, uid, pseudonym(uid, secret), opts) for p, key, uid in images]
-    if executor is None or len(jobs) < 2:
-        results = [_render_file_star(job) for job in jobs]
+        opts = replace(opts, max_size=max_size or opts.max_size, quality=quality or opts.quality)
+    files = [(Path(p), key, uid, pseudonym(uid, secret)) for p, key, uid in images]
+    if executor is None or len(files) < 2:
+        results = render_files(lake, files, opts)
     else:
         workers = getattr(executor, "_max_workers", 2)
+        # jobs of up to OCR_GROUP files (at-risk ones share their OCR runs), a few per worker at least
+        size = max(1, min(OCR_GROUP, len(files) // (workers * 4)))
+        jobs = [(lake, files[i : i + size], opts) for i in range(0, len(files), size)]
         chunksize = max(1, len(jobs) // (workers * 4))
-        results = list(executor.map(_render_file_star, jobs, chunksize=chunksize))
+        results = [r for part in executor.map(_render_files_star, jobs, chunksize=chunksize) for r in part]
     previews = [row for row, _ in results if row is not None]
     errors = [err for _, err in results if err is not None]
     return previews, errors

@@ -17,11 +17,8 @@ The rules are data (``dbt_project/seeds/internal_pixel_*_rules.csv``), not code.
 
 from __future__ import annotations
 
-import csv
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -30,16 +27,36 @@ from pydicom.dataset import Dataset
 from tasks.pixels.display import display_attributes, to_display
 from tasks.pixels.ocr import OcrError, Tesseract, Word
 from tasks.pixels.phi_text import header_terms, is_sensitive
+from tasks.pixels.triage import (
+    RegionRule,
+    Triage,
+    TriageRule,
+    matching_regions,
+    read_region_rules,
+    read_triage_rules,
+    triage,
+)
+
+__all__ = [
+    "PIXEL_TEXT_MODES",
+    "PixelPrivacy",
+    "PixelText",
+    "RegionRule",
+    "Triage",
+    "TriageRule",
+    "checked_frames",
+    "clean_batch",
+    "clean_pixels",
+    "matching_regions",
+    "read_region_rules",
+    "read_triage_rules",
+    "render_checked",
+    "triage",
+]
 
 PixelText = Literal["all", "sensitive", "none"]
 PIXEL_TEXT_MODES: tuple[str, ...] = ("all", "sensitive", "none")
 
-SEEDS = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds"
-TRIAGE_RULES_SEED = SEEDS / "internal_pixel_triage_rules.csv"
-REGION_RULES_SEED = SEEDS / "internal_pixel_region_rules.csv"
-
-#: Overlay Data of the 16 repeating overlay groups (6000,3000) ... (601E,3000).
-OVERLAY_DATA_TAGS = tuple(((0x6000 + 2 * k) << 16) | 0x3000 for k in range(16))
 #: A word OCR reads with at least this confidence and this many letters or digits counts as
 #: text left over after cleaning, even when it does not look like PHI (``pixel_text="all"``).
 RESIDUAL_CONFIDENCE = 60.0
@@ -49,60 +66,6 @@ FRAMES_CHECKED = 3
 #: Tesseract's adaptive (Sauvola) binarization, used to verify what a global-Otsu reading cleaned.
 VERIFY_THRESHOLDING = 2
 _GAP = 8  # black rows between the frames stacked for one OCR call
-
-
-@dataclass(frozen=True)
-class TriageRule:
-    """One row of the triage seed: when ``attribute`` matches ``values``, the image is at risk.
-
-    ``match`` is ``equals`` (any value of the element equals one of ``values``, case and
-    padding ignored), ``prefix`` (starts with one), ``contains`` or ``present``. An
-    ``attribute`` of the form ``60xx3000`` names a repeating group. ``action`` ``withhold``
-    means no automatic cleaning can make the image shareable (a face, a document).
-    """
-
-    rule: str
-    attribute: str
-    match: str
-    values: tuple[str, ...]
-    status: str
-    action: str = "clean"
-
-
-@dataclass(frozen=True)
-class RegionRule:
-    """A rectangle to blank on every image of one device signature (empty fields match anything).
-
-    Text fields are case-insensitive regular expressions searched in the header value;
-    ``rows``/``columns`` are exact sizes, ``|``-separated alternatives allowed.
-    """
-
-    rule: str
-    modality: str
-    manufacturer: str
-    model: str
-    rows: str
-    columns: str
-    image_type: str
-    series_description: str
-    x: int
-    y: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Triage:
-    """Whether an image may carry burned-in text, from its header alone.
-
-    ``status`` is ``not_at_risk``, ``at_risk`` or ``declared`` (BurnedInAnnotation YES);
-    ``reasons`` names the rules that matched; ``withhold`` names a rule whose match means
-    no automatic cleaning is enough (or None).
-    """
-
-    status: str
-    reasons: tuple[str, ...] = ()
-    withhold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,126 +84,6 @@ class PixelPrivacy:
     reason: str | None = None
     triage: Triage = field(default_factory=lambda: Triage("not_at_risk"))
     boxes: int = 0
-
-
-def read_triage_rules(path: Path | str = TRIAGE_RULES_SEED) -> tuple[TriageRule, ...]:
-    """The triage rules of a seed CSV (``rule,attribute,match,value,status,action,note``).
-
-    Raises
-    ------
-    ValueError
-        If a row has an unknown ``match``, ``status`` or ``action``.
-    """
-    rules = []
-    for row in _read_csv(path):
-        rule = TriageRule(
-            rule=row["rule"],
-            attribute=row["attribute"],
-            match=row["match"],
-            values=tuple(v.strip().upper() for v in row.get("value", "").split("|") if v.strip()),
-            status=row["status"],
-            action=row.get("action") or "clean",
-        )
-        if rule.match not in ("equals", "prefix", "contains", "present") or rule.status not in ("at_risk", "declared"):
-            msg = f"{path}: rule {rule.rule!r} has match {rule.match!r} / status {rule.status!r}; use equals|prefix|contains|present and at_risk|declared"
-            raise ValueError(msg)
-        if rule.action not in ("clean", "withhold"):
-            msg = f"{path}: rule {rule.rule!r} has action {rule.action!r}; use clean or withhold"
-            raise ValueError(msg)
-        rules.append(rule)
-    return tuple(rules)
-
-
-def read_region_rules(path: Path | str = REGION_RULES_SEED) -> tuple[RegionRule, ...]:
-    """The known-device rectangles of a seed CSV (one row per rectangle; see :class:`RegionRule`)."""
-    out = []
-    for row in _read_csv(path):
-        text = {k: row.get(k, "") for k in ("modality", "manufacturer", "model", "rows", "columns", "image_type", "series_description")}
-        out.append(RegionRule(rule=row["rule"], **text, **{k: int(row[k]) for k in ("x", "y", "width", "height")}))
-    return tuple(out)
-
-
-def _read_csv(path: Path | str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def triage(ds: Dataset, rules: Sequence[TriageRule]) -> Triage:
-    """Triage an image from its header: ``not_at_risk``, ``at_risk`` or ``declared``.
-
-    Parameters
-    ----------
-    ds : Dataset
-        The header (pixel data not needed).
-    rules : sequence of TriageRule
-        :func:`read_triage_rules`.
-
-    Returns
-    -------
-    Triage
-    """
-    matched = [r for r in rules if _matches(ds, r)]
-    if not matched:
-        return Triage("not_at_risk")
-    status = "declared" if any(r.status == "declared" for r in matched) else "at_risk"
-    withhold = next((r.rule for r in matched if r.action == "withhold"), None)
-    return Triage(status, tuple(dict.fromkeys(r.rule for r in matched)), withhold)
-
-
-def _matches(ds: Dataset, rule: TriageRule) -> bool:
-    if rule.attribute.lower() == "60xx3000":
-        return any(tag in ds._dict for tag in OVERLAY_DATA_TAGS)
-    try:
-        value = ds.get(rule.attribute)
-    except Exception:  # noqa: BLE001 - an unreadable value matches nothing
-        return False
-    if rule.match == "present":
-        return value is not None
-    if value is None:
-        return False
-    values = [str(v).strip().upper() for v in value] if _multi(value) else [str(value).strip().upper()]
-    if rule.match == "equals":
-        return any(v in rule.values for v in values)
-    if rule.match == "prefix":
-        return any(v.startswith(p) for v in values for p in rule.values)
-    return any(p in v for v in values for p in rule.values)
-
-
-def _multi(value: object) -> bool:
-    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
-
-
-def matching_regions(ds: Dataset, regions: Iterable[RegionRule]) -> list[RegionRule]:
-    """The rectangles of every region rule whose device signature the header matches."""
-    fields = {
-        "modality": _text(ds, "Modality"),
-        "manufacturer": _text(ds, "Manufacturer"),
-        "model": _text(ds, "ManufacturerModelName"),
-        "image_type": "\\".join(_values(ds, "ImageType")),
-        "series_description": _text(ds, "SeriesDescription"),
-    }
-    size = {"rows": _text(ds, "Rows"), "columns": _text(ds, "Columns")}
-    out = []
-    for region in regions:
-        if all(not getattr(region, k) or re.search(getattr(region, k), v, re.IGNORECASE) for k, v in fields.items()) and all(
-            not getattr(region, k) or v in getattr(region, k).split("|") for k, v in size.items()
-        ):
-            out.append(region)
-    return out
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    return "\\".join(_values(ds, keyword))
-
-
-def _values(ds: Dataset, keyword: str) -> list[str]:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # noqa: BLE001
-        return []
-    if value is None:
-        return []
-    return [str(v).strip() for v in value] if _multi(value) else [str(value).strip()]
 
 
 def clean_pixels(
@@ -263,10 +106,11 @@ def clean_pixels(
         The stored pixel array as ``ds.pixel_array`` gives it: (rows, cols[, samples]) or,
         multi-frame, (frames, rows, cols[, samples]). Not modified.
     mode : {"all", "sensitive", "none"}, default "all"
-        ``all`` blanks every text box OCR finds on an at-risk image; ``sensitive`` only
-        boxes whose text looks like PHI (a header value, a date, a time, five digits or
-        more, a name part); ``none`` trusts that the data were cleaned upstream and
-        changes nothing (status ``not_needed``, method ``pixel_text=none``).
+        ``all`` blanks every text box OCR finds on an at-risk image (words of two letters
+        or digits or more, and anything that looks like PHI); ``sensitive`` only boxes whose
+        text looks like PHI (a header value, a date, a time, five digits or more, a name
+        part); ``none`` trusts that the data were cleaned upstream and changes nothing
+        (status ``not_needed``, method ``pixel_text=none``).
     rules, regions : sequence, optional
         Triage and region rules; the seeds' by default.
     ocr : Tesseract, optional
@@ -279,47 +123,121 @@ def clean_pixels(
     PixelPrivacy
         ``cleaned`` only when OCR read the cleaned image and found no PHI left.
     """
+    return clean_batch([(ds, pixels)], mode=mode, rules=rules, regions=regions, ocr=ocr, triaged=[triaged])[0]
+
+
+def clean_batch(
+    images: Sequence[tuple[Dataset, np.ndarray]],
+    *,
+    mode: PixelText = "all",
+    rules: Sequence[TriageRule] | None = None,
+    regions: Sequence[RegionRule] | None = None,
+    ocr: Tesseract | None = None,
+    triaged: Sequence[Triage | None] | None = None,
+) -> list[PixelPrivacy]:
+    """:func:`clean_pixels` for several images at once: one OCR process per step, not per image.
+
+    Parameters
+    ----------
+    images : sequence of (Dataset, numpy.ndarray)
+        Headers and stored pixel arrays; all of them are held until the batch is done.
+    mode, rules, regions, ocr
+        As for :func:`clean_pixels`.
+    triaged : sequence of Triage or None, optional
+        Each image's triage, when the caller made it.
+
+    Returns
+    -------
+    list of PixelPrivacy
+        In the order of ``images``.
+    """
     if mode not in PIXEL_TEXT_MODES:
         msg = f"pixel_text={mode!r} is not a mode; use one of {', '.join(PIXEL_TEXT_MODES)}"
         raise ValueError(msg)
-    found = triaged or triage(ds, read_triage_rules() if rules is None else rules)
-    if found.status == "not_at_risk":
-        return PixelPrivacy(pixels, "not_needed", "triage", None, found)
-    if found.withhold:
-        return PixelPrivacy(None, "withheld", f"triage:{found.withhold}", found.withhold, found)
-    if mode == "none":
-        return PixelPrivacy(pixels, "not_needed", "pixel_text=none", None, found)
-    frames = _as_frames(ds, pixels)
-    cleaned = frames.copy()
-    steps: list[str] = []
-    covered = matching_regions(ds, read_region_rules() if regions is None else regions)
-    _blank(cleaned, ds, [(r.x, r.y, r.width, r.height) for r in covered])
-    steps += [f"region:{r}" for r in dict.fromkeys(r.rule for r in covered)]
+    if rules is None:
+        rules = () if triaged and all(triaged) else read_triage_rules()
+    region_rules = read_region_rules() if regions is None else regions
     engine = ocr or Tesseract()
     # verification reads with another binarization: text the first reading missed shows there
     verifier = replace(engine, thresholding=VERIFY_THRESHOLDING if engine.thresholding != VERIFY_THRESHOLDING else 0)
-    terms = header_terms(ds)
-    boxes = 0
-    try:
-        if not covered:
-            found_words = _read(engine, ds, cleaned)
-            targets = [w for w in found_words if _to_blank(w, mode, terms)]
-            boxes += _blank_words(cleaned, ds, targets)
-            steps.append("ocr")
-        for _attempt in range(2):  # verify; blank what is left once more, then verify again
-            left = [w for w in _read(verifier, ds, cleaned) if _left_over(w, mode, terms)]
-            if not left:
-                break
-            boxes += _blank_words(cleaned, ds, left)
-            if "ocr" not in steps:
-                steps.append("ocr")
+    results: list[PixelPrivacy | None] = [None] * len(images)
+    work: list[_Cleaning] = []
+    for i, (ds, pixels) in enumerate(images):
+        found = (triaged[i] if triaged else None) or triage(ds, rules)
+        if found.status == "not_at_risk":
+            results[i] = PixelPrivacy(pixels, "not_needed", "triage", None, found)
+        elif found.withhold:
+            results[i] = PixelPrivacy(None, "withheld", f"triage:{found.withhold}", found.withhold, found)
+        elif mode == "none":
+            results[i] = PixelPrivacy(pixels, "not_needed", "pixel_text=none", None, found)
         else:
-            return PixelPrivacy(None, "withheld", ";".join(steps), "burned_in_text_remains", found, boxes)
-    except OcrError as exc:
-        return PixelPrivacy(None, "withheld", ";".join(steps), f"ocr_unavailable: {exc}"[:300], found, boxes)
-    steps.append("verified")
-    out = cleaned if pixels.shape == cleaned.shape else cleaned.reshape(pixels.shape)
-    return PixelPrivacy(out, "cleaned", ";".join(steps), None, found, boxes)
+            item = _Cleaning(i, ds, pixels, _as_frames(ds, pixels).copy(), found, header_terms(ds))
+            covered = matching_regions(ds, region_rules)
+            _blank(item.frames, ds, [(r.x, r.y, r.width, r.height) for r in covered])
+            item.steps += [f"region:{r}" for r in dict.fromkeys(r.rule for r in covered)]
+            work.append(item)
+    first = [item for item in work if not item.steps]  # no known region: OCR finds the text
+    for item, words in zip(first, _read_all(engine, first)):
+        if item.error is None:
+            item.boxes += _blank_words(item.frames, item.ds, [w for w in words if _to_blank(w, mode, item.terms)])
+            item.steps.append("ocr")
+    pending = [item for item in work if item.error is None]
+    for _attempt in range(2):  # verify; blank what is left once more, then verify again
+        for item, words in zip(pending, _read_all(verifier, pending)):
+            if item.error is not None:
+                continue
+            left = [w for w in words if _left_over(w, mode, item.terms)]
+            if left:
+                item.boxes += _blank_words(item.frames, item.ds, left)
+                if "ocr" not in item.steps:
+                    item.steps.append("ocr")
+            else:
+                item.verified = True
+        pending = [item for item in pending if item.error is None and not item.verified]
+    for item in work:
+        method = ";".join(item.steps)
+        if item.error is not None:
+            results[item.index] = PixelPrivacy(None, "withheld", method, f"ocr_unavailable: {item.error}"[:300], item.triage, item.boxes)
+        elif not item.verified:
+            results[item.index] = PixelPrivacy(None, "withheld", method, "burned_in_text_remains", item.triage, item.boxes)
+        else:
+            out = item.frames if item.pixels.shape == item.frames.shape else item.frames.reshape(item.pixels.shape)
+            results[item.index] = PixelPrivacy(out, "cleaned", f"{method};verified", None, item.triage, item.boxes)
+    return results  # type: ignore[return-value]
+
+
+@dataclass
+class _Cleaning:
+    """One image on its way through :func:`clean_batch`."""
+
+    index: int
+    ds: Dataset
+    pixels: np.ndarray
+    frames: np.ndarray
+    triage: Triage
+    terms: frozenset[str]
+    steps: list[str] = field(default_factory=list)
+    boxes: int = 0
+    verified: bool = False
+    error: str | None = None
+
+
+def _read_all(engine: Tesseract, items: Sequence[_Cleaning]) -> list[list[Word]]:
+    """The words of each image's checked renderings, one OCR run for all; a failure marks the image."""
+    if not items:
+        return []
+    stacks = [render_checked(item.ds, item.frames) for item in items]
+    try:
+        pages = engine.read_many([stacked for stacked, _ in stacks])
+    except OcrError:  # the command is missing (every image), or one image failed: read them one by one
+        pages = []
+        for item, (stacked, _) in zip(items, stacks):
+            try:
+                pages.append(engine.read_words(stacked))
+            except OcrError as exc:
+                item.error = str(exc)
+                pages.append([])
+    return [_unstack(words, tops, item.frames.shape[1]) for words, (_, tops), item in zip(pages, stacks, items)]
 
 
 def _to_blank(word: Word, mode: str, terms: frozenset[str]) -> bool:
@@ -377,12 +295,10 @@ def _display(ds: Dataset, frames: np.ndarray, index: int) -> np.ndarray:
     return to_display(frames[index], display_attributes(ds, index))
 
 
-def _read(engine: Tesseract, ds: Dataset, frames: np.ndarray) -> list[Word]:
-    """The words OCR finds in the checked renderings, boxes moved back into one frame's coordinates."""
-    stacked, tops = render_checked(ds, frames)
-    rows = frames.shape[1]
+def _unstack(words: Sequence[Word], tops: Sequence[int], rows: int) -> list[Word]:
+    """Boxes of words read in stacked renderings, moved back into one frame's coordinates."""
     out = []
-    for word in engine.read_words(stacked):
+    for word in words:
         for top in reversed(tops):  # the panel the box starts in
             if word.top >= top:
                 out.append(Word(word.text, word.conf, word.left, word.top - top, word.width, min(word.height, rows)))

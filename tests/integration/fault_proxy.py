@@ -3,7 +3,9 @@
 ``FaultProxy`` speaks HTTP (in front of S3): ``503`` (S3's ``SlowDown``), ``500``
 (``InternalError``) or ``reset`` (the TCP connection is closed with RST before any
 response). ``fail_next(n)`` fails the next ``n`` requests; ``fail_every(k)`` fails every
-k-th request until ``clear()``. ``TcpFaultProxy`` relays raw TCP (Snowflake, the Prefect
+k-th request until ``clear()``. ``delay_ms`` holds every request that long before it is
+forwarded, as a cloud region's round trip would (10-30 ms); ``requests`` and ``by_method``
+count what went through, for requests-per-file figures. ``TcpFaultProxy`` relays raw TCP (Snowflake, the Prefect
 API with its websockets) and resets every connection during an outage.
 """
 
@@ -27,10 +29,12 @@ _BODY = {
 class FaultProxy:
     """Forward every request to ``upstream`` (host, port) unless a fault is due."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], *, delay_ms: float = 0.0) -> None:
         self.upstream = upstream
+        self.delay_ms = delay_ms
         self.lock = threading.Lock()
         self.requests = 0
+        self.by_method: dict[str, int] = {}
         self.faults = 0
         self._next = 0
         self._every = 0
@@ -46,7 +50,9 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy._due()
+                fault = proxy._due(self.command)
+                if proxy.delay_ms:  # each connection has a thread: requests in flight wait side by side
+                    time.sleep(proxy.delay_ms / 1000)
                 if fault == "reset":
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
@@ -60,12 +66,17 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                conn = self.upstream_connection()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding")}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    resp = conn.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionError):  # the kept connection went stale
+                    conn = self.upstream_connection(renew=True)
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    resp = conn.getresponse()
                 data = resp.read()
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
@@ -75,7 +86,22 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                conn.close()
+                if resp.will_close:
+                    self.upstream_connection(renew=True)
+
+            def upstream_connection(self, *, renew: bool = False) -> http.client.HTTPConnection:
+                """This client connection's own keep-alive connection upstream."""
+                conn = getattr(self, "_upstream", None)
+                if conn is None or renew:
+                    if conn is not None:
+                        conn.close()
+                    conn = self._upstream = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                return conn
+
+            def finish(self) -> None:
+                super().finish()
+                if getattr(self, "_upstream", None) is not None:
+                    self._upstream.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -87,9 +113,10 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def _due(self) -> Fault | None:
+    def _due(self, method: str) -> Fault | None:
         with self.lock:
             self.requests += 1
+            self.by_method[method] = self.by_method.get(method, 0) + 1
             due = self._next > 0 or (self._every and self.requests % self._every == 0)
             if self._next > 0:
                 self._next -= 1
@@ -109,6 +136,10 @@ class FaultProxy:
     def clear(self) -> None:
         with self.lock:
             self._next = self._every = 0
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.requests, self.faults, self.by_method = 0, 0, {}
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()

@@ -123,12 +123,13 @@ def _table_manifest(s3) -> pl.DataFrame:
 
 
 def test_faults_cost_retries_not_data(prefect_server, moto_s3, s3_runs, tmp_path):
-    """Through a proxy that fails requests (503, 500, resets): same rows as the clean run, no duplicates."""
+    """Through a proxy that delays every request and fails some (503, resets), 16 requests in flight per task:
+    same rows as the clean run, no duplicates."""
     from flows.ingest import ingest_dicom
 
     s3 = s3_runs["s3"]
     s3.create_bucket(Bucket="lake-faulty")
-    with FaultProxy((moto_s3["host"], moto_s3["port"])) as proxy:
+    with FaultProxy((moto_s3["host"], moto_s3["port"]), delay_ms=5) as proxy:
         mp = pytest.MonkeyPatch()
         mp.setenv("AWS_ENDPOINT_URL", proxy.url)
         mp.setenv("DICOM_ETL_DEID_SECRET", "s3-secret")

@@ -3,13 +3,17 @@
 -- depends_on: {{ ref('stg_images') }}
 -- depends_on: {{ ref('stg_studies') }}
 {#- Images with their preview JPEG. The preview was named in Python by the image's
-    pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map. #}
+    pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map.
+    pixel_deid_status: not_needed (triage), cleaned (burned-in text removed and verified by
+    OCR; adds 113101 Clean Pixel Data) or withheld (an unresolved burned_in_text error of
+    stage pixels: no preview). docs/images-and-privacy.md #}
 with images as (
     select * from {{ ref('images') }}
 ),
 
 {% if is_incremental() -%}
--- the images rebuilt in this build (the same rows as processed.images rebuilt), and those with a new preview
+-- the images rebuilt in this build (the same rows as processed.images rebuilt), and those
+-- whose preview or withheld state came with this build
 changed as (
     select deid_changed.pseudo_uid as sop_instance_pseudo_uid
     from {{ ref('stg_images') }} as changed_images
@@ -22,6 +26,12 @@ changed as (
     inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
         on deid_changed.original = changed_previews.sop_instance_uid
     where {{ in_build('changed_previews') }}
+    union
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_ingest_errors') }} as changed_errors
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_errors.sop_instance_uid
+    where {{ in_build('changed_errors') }}
 ),
 {%- endif %}
 
@@ -33,10 +43,23 @@ previews as (
         stg_previews.preview_width,
         stg_previews.preview_height,
         stg_previews.frame_index as preview_frame_index,
+        stg_previews.pixel_deid_status,
+        stg_previews.pixel_deid_method,
         stg_previews.ingested_at
     from {{ ref('stg_previews') }} as stg_previews
     left join {{ source('deid', 'deid_pseudonyms') }} as deid_sop
         on deid_sop.original = stg_previews.sop_instance_uid
+),
+
+withheld as (
+    select
+        deid_sop.pseudo_uid as sop_instance_pseudo_uid,
+        max(errors.ingested_at) as ingested_at
+    from {{ ref('stg_ingest_errors') }} as errors
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_sop
+        on deid_sop.original = errors.sop_instance_uid
+    where errors.stage = 'pixels' and errors.reason = 'burned_in_text'
+    group by 1
 ),
 
 joined as (
@@ -52,17 +75,33 @@ joined as (
         images.transfer_syntax_uid,
         images.has_pixel_data,
         images.burned_in_annotation,
-        previews.preview_key,
-        previews.preview_bytes,
-        previews.preview_width,
-        previews.preview_height,
-        previews.preview_frame_index,
-        greatest(images.ingested_at, coalesce(previews.ingested_at, images.ingested_at)) as ingested_at,
+        case when withheld.sop_instance_pseudo_uid is null then previews.preview_key end as preview_key,
+        case when withheld.sop_instance_pseudo_uid is null then previews.preview_bytes end as preview_bytes,
+        case when withheld.sop_instance_pseudo_uid is null then previews.preview_width end as preview_width,
+        case when withheld.sop_instance_pseudo_uid is null then previews.preview_height end as preview_height,
+        case when withheld.sop_instance_pseudo_uid is null then previews.preview_frame_index end as preview_frame_index,
+        case when withheld.sop_instance_pseudo_uid is not null then 'withheld' else previews.pixel_deid_status end
+            as pixel_deid_status,
+        case when withheld.sop_instance_pseudo_uid is null then previews.pixel_deid_method end as pixel_deid_method,
+        greatest(
+            images.ingested_at,
+            coalesce(previews.ingested_at, images.ingested_at),
+            coalesce(withheld.ingested_at, images.ingested_at)
+        ) as ingested_at,
         images.patient_identity_removed,
-        images.deidentification_method,
-        images.deidentification_method_codes
+        case
+            when withheld.sop_instance_pseudo_uid is null and previews.pixel_deid_status = 'cleaned'
+                then images.deidentification_method || '; Clean Pixel Data'
+            else images.deidentification_method
+        end as deidentification_method,
+        case
+            when withheld.sop_instance_pseudo_uid is null and previews.pixel_deid_status = 'cleaned'
+                then images.deidentification_method_codes || chr(92) || '113101'  -- a backslash in either dialect
+            else images.deidentification_method_codes
+        end as deidentification_method_codes
     from images
     left join previews on images.sop_instance_pseudo_uid = previews.sop_instance_pseudo_uid
+    left join withheld on images.sop_instance_pseudo_uid = withheld.sop_instance_pseudo_uid
 )
 
 select * from joined

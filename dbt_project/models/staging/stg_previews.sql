@@ -11,6 +11,8 @@ renamed as (
         preview_width,
         preview_height,
         frame_index,
+        pixel_deid_status,
+        pixel_deid_method,
         source_key,
         batch_id,
         ingested_at

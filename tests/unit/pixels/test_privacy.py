@@ -12,6 +12,7 @@ from tasks.pixels.ocr import Tesseract
 from tasks.pixels.phi_text import header_terms, is_sensitive
 from tasks.pixels.privacy import (
     checked_frames,
+    clean_batch,
     clean_pixels,
     matching_regions,
     read_region_rules,
@@ -43,14 +44,14 @@ def rules():
 def cleaned(rules):
     """Every case cleaned once per session, in both text modes: {(case, mode): (ds, drawn, result)}."""
     triage_rules, regions = rules
-    out = {}
+    made = {}
     for name, (rows, cols, size, light, rgb, frames) in CASES.items():
         drawn = burned_in.draw_text(rows, cols, font_size=size, light_on_dark=light)
-        ds = burned_in.burned_in_dataset(drawn, rgb=rgb, frames=frames)
-        for mode in ("all", "sensitive"):
-            if mode == "sensitive" and name not in ("mono-dark-on-light", "us-multiframe"):
-                continue
-            out[name, mode] = (ds, drawn, clean_pixels(ds, ds.pixel_array, mode=mode, rules=triage_rules, regions=regions))
+        made[name] = (burned_in.burned_in_dataset(drawn, rgb=rgb, frames=frames), drawn)
+    out = {}
+    for mode, names in (("all", list(CASES)), ("sensitive", ["mono-dark-on-light", "us-multiframe"])):
+        batch = clean_batch([(made[n][0], made[n][0].pixel_array) for n in names], mode=mode, rules=triage_rules, regions=regions)
+        out |= {(n, mode): (*made[n], result) for n, result in zip(names, batch)}
     return out
 
 
@@ -195,6 +196,12 @@ def test_region_rules_match_device_signatures(rules):
 def test_phi_words(word, sensitive):
     ds = burned_in.burned_in_dataset(burned_in.draw_text(32, 32, font_size=6))
     assert is_sensitive(word, header_terms(ds)) is sensitive
+
+
+def test_one_ocr_run_reads_many_images_as_each_alone():
+    images = [burned_in.draw_text(96, 160, font_size=10, light_on_dark=light).pixels for light in (True, False)]
+    ocr = Tesseract()
+    assert [[w.text for w in page] for page in ocr.read_many(images)] == [[w.text for w in ocr.read_words(i)] for i in images]
 
 
 def test_checked_frames():
