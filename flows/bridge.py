@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.compat import prefect_http_client
 from tasks.events.notifications import (
     CreatedObject,
     PoisonMessage,
@@ -54,7 +55,7 @@ def send_events(events: Sequence[dict]) -> None:
     with get_client(sync_client=True) as client:
         for start in range(0, len(events), EVENTS_PER_REQUEST):
             chunk = [Event(**e).model_dump(mode="json") for e in events[start : start + EVENTS_PER_REQUEST]]
-            response = client._client.post("/events", json=chunk)  # raises on 4xx/5xx after retries
+            response = prefect_http_client(client).post("/events", json=chunk)  # raises on 4xx/5xx after retries
             response.raise_for_status()
 
 

@@ -20,6 +20,7 @@ from blocks.settings import PipelineConfig, resolve_config, resolve_s3_access, t
 from flows.runners import IN_FLIGHT_BATCHES, TASKS_PER_BATCH, THREADS
 from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
+from tasks.compat import max_workers
 from tasks.lake.manifest import pending_objects
 from tasks.pixels.preview import PreviewOptions
 from tasks.dicom.tasks import extract_staged
@@ -174,7 +175,7 @@ def _in_flight_limit() -> int | None:
     """How many batches to keep in flight: bounded on threads, unbounded on a cluster (Dask)."""
     runner = getattr(FlowRunContext.get(), "task_runner", None)
     if isinstance(runner, ThreadPoolTaskRunner):
-        return max(1, min(IN_FLIGHT_BATCHES, (runner._max_workers or THREADS) // TASKS_PER_BATCH))
+        return max(1, min(IN_FLIGHT_BATCHES, max_workers(runner, THREADS) // TASKS_PER_BATCH))
     return None
 
 

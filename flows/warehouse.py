@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 
 from blocks.settings import PipelineConfig, resolve_config, temporary_environment
 from flows.reporting import StepTimes
+from tasks.compat import close_dbt_duckdb
 from tasks.errors import WarehouseError
 from tasks.warehouse.increments import check_lake_key
 from tasks.warehouse.tasks import (
@@ -32,7 +33,6 @@ from tasks.warehouse.dbt import (
     count_rows_snowflake,
     dbt_environment,
     dbt_target_dir,
-    release_dbt_duckdb,
     remove_compiled_sql,
     select_profile_target,
 )
@@ -133,7 +133,7 @@ def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps:
         try:
             result = runner.invoke(args)
         finally:
-            release_dbt_duckdb()
+            close_dbt_duckdb()
             remove_compiled_sql(target_dir)
     total = time.perf_counter() - start
     executed = float(getattr(getattr(result, "result", None), "elapsed_time", 0.0) or 0.0)

@@ -34,6 +34,7 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from tasks.errors import FileRejected, Reason
+from tasks.compat import dataset_elements
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFAULT_ENCODING = "iso8859"
@@ -109,7 +110,7 @@ def decode_dataset(
     if depth > MAX_DEPTH:
         msg = f"sequences are nested more than {MAX_DEPTH} levels deep"
         raise FileRejected(Reason.TOO_DEEP, msg)
-    elements = ds._dict  # the raw elements; Dataset.__getitem__ would convert each one
+    elements = dataset_elements(ds)  # the raw elements; Dataset.__getitem__ would convert each one
     charset = elements.get(CHARSET_TAG)
     if charset is not None:
         encodings = convert_encodings(_charset_terms(ds, charset))

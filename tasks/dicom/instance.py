@@ -10,18 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import mmap
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pydicom
-from pydicom import config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -33,6 +28,7 @@ from pydicom.uid import (
 )
 
 from tasks.dicom.header import TextView, decode_dataset
+from tasks.compat import dataset_elements, quiet_pydicom
 from tasks.dicom.parse import parse_simple
 from tasks.dicom.entities import (
     DEVICE_KEY_KEYWORDS,
@@ -59,24 +55,6 @@ PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 NATIVE_SYNTAXES = frozenset(
     {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 )
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's per-value warnings, which would log header values (PHI)."""
-    previous = config.settings.reading_validation_mode
-    config.settings.reading_validation_mode = config.IGNORE
-    # pydicom also logs decoder failures with tracebacks; the caller reports them instead
-    pydicom_logger = logging.getLogger("pydicom")
-    previous_level = pydicom_logger.level
-    pydicom_logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        config.settings.reading_validation_mode = previous
-        pydicom_logger.setLevel(previous_level)
 
 
 #: Values ``dcmread`` leaves on disk when it reads a large file itself.
@@ -175,7 +153,7 @@ def read_dicom(data: bytes | memoryview, path: str | Path | None = None) -> Data
 def _meta_uid(ds: Dataset, tag: int) -> str:
     """A UI value of the file meta group, read raw (no element conversion); ``""`` if absent."""
     meta = getattr(ds, "file_meta", None)
-    elem = meta._dict.get(tag) if meta is not None else None
+    elem = dataset_elements(meta).get(tag) if meta is not None else None
     if elem is None or elem.value is None:
         return ""
     value = elem.value
@@ -185,7 +163,7 @@ def _meta_uid(ds: Dataset, tag: int) -> str:
 
 def _reject_dicomdir(ds: Dataset) -> Dataset:
     media_class = _meta_uid(ds, MEDIA_STORAGE_SOP_CLASS)
-    if media_class == MEDIA_STORAGE_DIRECTORY or DIRECTORY_RECORD_SEQUENCE in ds._dict:
+    if media_class == MEDIA_STORAGE_DIRECTORY or DIRECTORY_RECORD_SEQUENCE in dataset_elements(ds):
         raise FileRejected(Reason.DICOMDIR, "a DICOMDIR index, not an instance")
     return ds
 
@@ -268,7 +246,7 @@ def _check_pixel_length(text: dict[int, TextView], transfer_syntax: str | None, 
         return
     if transfer_syntax not in NATIVE_SYNTAXES:
         return  # encapsulated: the fragments carry their own lengths
-    raw = ds._dict[PIXEL_DATA]
+    raw = dataset_elements(ds)[PIXEL_DATA]
     value = getattr(raw, "value", None)
     deferred = value is None and getattr(raw, "length", 0) not in (0, 0xFFFFFFFF)
     actual = raw.length if deferred else len(value or b"")

@@ -21,6 +21,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import AllTransferSyntaxes
 
+from tasks.compat import raw_element_factory
+
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -39,18 +41,9 @@ _IMPLICIT = struct.Struct("<HHI")
 _LONG_LENGTH = struct.Struct("<I")
 #: Values shorter than this are copied out of a mapped file; longer ones stay views.
 MAPPED_INLINE = 1 << 16
-#: ``RawDataElement``'s fields after ``is_little_endian`` at their defaults: the tuple is built
-#: with ``tuple.__new__``, without the namedtuple's Python-level constructor (a third of the
-#: cost of an element here). Checked against the installed pydicom; else its constructor.
-_FIELDS = ("tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian")
-if RawDataElement._fields[: len(_FIELDS)] == _FIELDS:
-    _DEFAULTS = tuple(RawDataElement._field_defaults[f] for f in RawDataElement._fields[len(_FIELDS) :])
-    _new_raw = tuple.__new__
-else:  # pragma: no cover - a pydicom whose RawDataElement changed shape
-    _DEFAULTS = ()
-
-    def _new_raw(cls: type, values: tuple) -> RawDataElement:
-        return cls(*values)
+#: How raw elements are built: ``tuple.__new__`` without the namedtuple's Python-level
+#: constructor (a third of the cost of an element here), when pydicom's shape allows it.
+_new_raw, _DEFAULTS = raw_element_factory()
 
 
 def parse_simple(data: bytes | memoryview) -> Dataset | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.errors import SourceError
-from tasks.lake.s3 import S3Access, _source_error, is_s3_url, make_s3_client, parse_s3_url
+from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url, source_error
 
 
 def check_source(location: str, access: S3Access | None = None, *, origin: str | None = None) -> None:
@@ -38,4 +38,4 @@ def check_source(location: str, access: S3Access | None = None, *, origin: str |
     try:
         client.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix, MaxKeys=1)
     except Exception as exc:  # noqa: BLE001 - every failure to list is the user's to fix before the run
-        raise _source_error(exc, f"listing the source {location}{came_from}") from exc
+        raise source_error(exc, f"listing the source {location}{came_from}") from exc

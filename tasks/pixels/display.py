@@ -26,6 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
+from tasks.compat import dataset_elements
+
 VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
 
 #: Attributes of the display pipeline that enhanced objects put in functional groups.
@@ -301,7 +303,7 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
         Whatever the decoder raises for pixel data it cannot decode (no plugin for the
         transfer syntax, corrupt codestream); the caller turns it into ``pixel_decode``.
     """
-    elem = ds._dict.get(PIXEL_DATA)
+    elem = dataset_elements(ds).get(PIXEL_DATA)
     value = getattr(elem, "value", b"")
     if (value is None or isinstance(value, memoryview)) and getattr(ds, "filename", None):
         # a large file, deferred or mapped (tasks.dicom.instance.load_file): pydicom reads just this frame from disk
@@ -322,7 +324,7 @@ def decode_all(ds: Dataset) -> np.ndarray:
 
     Wrap calls in :func:`tasks.dicom.extract.quiet_pydicom`; raises what the decoder raises.
     """
-    elem = ds._dict.get(PIXEL_DATA)
+    elem = dataset_elements(ds).get(PIXEL_DATA)
     value = getattr(elem, "value", b"")
     plugin = _fast_plugin(ds)
     if (value is None or isinstance(value, memoryview)) and getattr(ds, "filename", None):
@@ -393,9 +395,9 @@ def native_display(
 
 def _native_array(ds: Dataset, image: Mapping[str, Any]) -> np.ndarray | None:
     """The pixel array of a plain native image as pydicom would decode it, or None."""
-    if image.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or any(tag in ds._dict for tag in _GENERAL_ONLY):
+    if image.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or any(tag in dataset_elements(ds) for tag in _GENERAL_ONLY):
         return None
-    elem = ds._dict.get(PIXEL_DATA)
+    elem = dataset_elements(ds).get(PIXEL_DATA)
     value = getattr(elem, "value", None)
     if not isinstance(value, (bytes, memoryview)):
         return None

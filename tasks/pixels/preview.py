@@ -22,6 +22,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
+from tasks.compat import max_workers
 from tasks.errors import Reason
 from tasks.dicom import instance
 from tasks.lake.files import write_atomic
@@ -408,7 +409,7 @@ def render_batch(
     if executor is None or len(files) < 2:
         results = render_files(lake, files, opts)
     else:
-        workers = getattr(executor, "_max_workers", 2)
+        workers = max_workers(executor, 2)
         # jobs of up to OCR_GROUP files (at-risk ones share their OCR runs), a few per worker at least
         size = max(1, min(OCR_GROUP, len(files) // (workers * 4)))
         jobs = [(lake, files[i : i + size], opts) for i in range(0, len(files), size)]

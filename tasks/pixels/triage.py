@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from tasks.compat import dataset_elements
+
 SEEDS = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds"
 TRIAGE_RULES_SEED = SEEDS / "internal_pixel_triage_rules.csv"
 REGION_RULES_SEED = SEEDS / "internal_pixel_region_rules.csv"
@@ -144,7 +146,7 @@ def triage(ds: Dataset, rules: Sequence[TriageRule]) -> Triage:
 
 def _matches(ds: Dataset, rule: TriageRule) -> bool:
     if rule.attribute.lower() == "60xx3000":
-        return any(tag in ds._dict for tag in OVERLAY_DATA_TAGS)
+        return any(tag in dataset_elements(ds) for tag in OVERLAY_DATA_TAGS)
     try:
         value = ds.get(rule.attribute)
     except Exception:  # noqa: BLE001 - an unreadable value matches nothing

@@ -120,22 +120,6 @@ def remove_compiled_sql(target_dir: Path) -> None:
         shutil.rmtree(target_dir / sub, ignore_errors=True)
 
 
-def release_dbt_duckdb() -> None:
-    """Close the DuckDB database dbt-duckdb keeps open in this process after a run.
-
-    Otherwise a long-lived process (a worker, a test session) holds the warehouse file
-    and every other reader or writer is refused.
-    """
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # dbt-duckdb not installed: nothing was opened
-        return
-    with DuckDBConnectionManager._LOCK:
-        env, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
-    if env is not None:
-        env.close()
-
-
 def count_rows(warehouse: Path, schema: str = "processed") -> dict[str, int]:
     """Rows per table of a schema in a DuckDB warehouse file (opened read-only)."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
