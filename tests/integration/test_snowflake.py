@@ -20,7 +20,8 @@ from tests.integration.lakes import build_lake
 from tests.integration.phi import collect_phi, find_phi
 from tests.runs import task_runs
 
-pytestmark = pytest.mark.integration
+# the module fixture builds the warehouse three times (seconds each on an idle machine)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 SECRET = "snowflake-test-secret"
 
 
