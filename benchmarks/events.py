@@ -10,9 +10,11 @@ clock, the event's ``occurred``, the flow run's ``created``, ``start_time`` and
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,7 +66,7 @@ def bench_events(work: Path, api: str, *, files: list[Path], window: float, poll
     import duckdb
     from moto.server import ThreadedMotoServer
 
-    from flows.commands.bench_ingest import _free_port
+    from benchmarks.ingest import _free_port
 
     port = _free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -138,3 +140,27 @@ def bench_events(work: Path, api: str, *, files: list[Path], window: float, poll
     finally:
         procs.stop()
         moto.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m flows bench events``: upload, then print when each hop happened."""
+    from benchmarks.ingest import _start_server
+    from tasks.dicom.corpus import generate_corpus
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-events-"))
+    generate_corpus(work / "upload", files=args.files, profile="small", seed=3)
+    files = sorted(p for p in (work / "upload").rglob("*") if p.is_file())
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; workdir {work}")
+    server, api = _start_server()
+    try:
+        hops = bench_events(work, api, files=files, window=args.window, poll_seconds=args.poll)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    previous = 0.0
+    for label, at in hops:
+        print(f"  {label:<52} at {at:6.1f} s  (+{at - previous:5.1f} s)")
+        previous = at
+    print(f"upload -> rows: {hops[-1][1]:.1f} s (target 30 s); load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return 0

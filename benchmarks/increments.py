@@ -8,9 +8,11 @@ included). The lakes of the different N are built in the same run, side by side.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +69,36 @@ def bench_increments(work: Path, n: int, env: dict[str, str], *, profile: str = 
     warehouse_only = [sys.executable, "-m", "flows", "warehouse", "--lake", str(lake), "--warehouse", str(warehouse)]
     steps.append(run_command("warehouse, nothing new", warehouse_only, env, log))
     return steps
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m flows bench ingest --increments``: every size of ``--files`` side by side."""
+    from benchmarks.ingest import _start_server
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dicom-bench-increments-"))
+    server, api = _start_server()
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.setdefault("DICOM_ETL_DEID_SECRET", "benchmark-secret")
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; workdir {work}")
+    results = {}
+    try:
+        for n in args.files:
+            results[n] = bench_increments(work, n, env, profile=args.profile, seed=args.seed)
+            for step in results[n]:
+                print(f"  N={n:<6} {step.label:<24} {step.seconds:7.1f} s  peak RSS {step.peak_rss_mb:6.0f} MB", flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    labels = [s.label.replace(f"lake of {args.files[0]}", "lake of N") for s in results[args.files[0]]]
+    print(f"\n{'step':<24}" + "".join(f"{'N=' + str(n):>24}" for n in args.files))
+    for i, label in enumerate(labels):
+        cells = "".join(f"{results[n][i].seconds:>10.1f} s {results[n][i].peak_rss_mb:>7.0f} MB" for n in args.files)
+        print(f"{label:<24}{cells}")
+    if len(args.files) >= 2:
+        lo, hi = args.files[0], args.files[-1]
+        inc_lo, inc_hi = results[lo][1], results[hi][1]
+        print(f"+{INCREMENT_FILES} files, N={hi} / N={lo}: time {inc_hi.seconds / inc_lo.seconds:.2f}x, "
+              f"peak RSS {inc_hi.peak_rss_mb / inc_lo.peak_rss_mb:.2f}x")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return 0

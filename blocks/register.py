@@ -36,6 +36,7 @@ ENV_VARS = {
     "warehouse": "DICOM_ETL_WAREHOUSE",
     "dbt_target": "DICOM_ETL_DBT_TARGET",
     "batch_size": "DICOM_ETL_BATCH_SIZE",
+    "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
     "deid_secret": "DICOM_ETL_DEID_SECRET",
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
@@ -61,6 +62,7 @@ DESCRIPTIONS = {
     "warehouse": "DuckDB file (default data/warehouse.duckdb)",
     "dbt_target": "duckdb or snowflake (default snowflake when SNOWFLAKE_ACCOUNT is set, else duckdb)",
     "batch_size": "most files per batch (default 1000)",
+    "s3_max_concurrency": "S3 requests in flight per task (default 16; 64-128 on a cloud VM)",
     "deid_secret": "key of the pseudonyms (required except for local; never printed)",
     "aws_endpoint_url": "S3-compatible endpoint (MinIO, moto)",
     "snowflake_account": "Snowflake account: saves dicom-snowflake-ENV",
@@ -213,6 +215,7 @@ def settings_fields(
         or an unknown ``dbt_target`` or ``snowflake_protocol``.
     """
     from blocks.settings import DEFAULT_BATCH_SIZE
+    from tasks.lake.s3 import DEFAULT_MAX_CONCURRENCY
 
     buckets = buckets or {}
     target = values.get("dbt_target") or ("snowflake" if snowflake_block else "duckdb")
@@ -230,6 +233,7 @@ def settings_fields(
         "warehouse": values.get("warehouse", "data/warehouse.duckdb"),
         "dbt_target": target,
         "batch_size": _positive(values, "batch_size", DEFAULT_BATCH_SIZE),
+        "s3_max_concurrency": _positive(values, "s3_max_concurrency", DEFAULT_MAX_CONCURRENCY),
         "aws_credentials_block": aws_block,
         "provider_bucket_block": buckets.get("provider"),
         "lake_bucket_block": buckets.get("lake"),

@@ -20,7 +20,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from tasks.errors import ConfigError
-from tasks.lake.s3 import S3Access
+from tasks.lake.s3 import DEFAULT_MAX_CONCURRENCY, S3Access
 from tasks.warehouse.snowflake import NETWORK_TIMEOUT
 
 DEFAULT_DATA_DIR = Path("data")
@@ -58,8 +58,19 @@ class DicomPipelineSettings(Block):
         description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
         "or a deployment name compress-dicom/<name>.",
     )
+    export_deid: bool = Field(
+        default=False,
+        description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
+        "warehouse's pseudonyms, UIDs and date shifts; images whose pixels are not verified clean are withheld.",
+    )
     aws_credentials_block: str | None = Field(
         default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
+    )
+    s3_max_concurrency: int = Field(
+        default=DEFAULT_MAX_CONCURRENCY,
+        ge=1,
+        description="S3 requests a task keeps in flight (raw copies, downloads, uploads of a batch). The default "
+        "suits a laptop; 64-128 on a cloud VM in the bucket's region (docs/s3-latency.md).",
     )
     provider_bucket_block: str | None = Field(default=None, description="Name of the provider's S3Bucket block.")
     lake_bucket_block: str | None = Field(default=None, description="Name of the lake's S3Bucket block.")
@@ -88,10 +99,14 @@ ENV_VARS: dict[str, str] = {
     "batch_size": "DICOM_ETL_BATCH_SIZE",
     "batch_bytes": "DICOM_ETL_BATCH_BYTES",
     "compression": "DICOM_ETL_COMPRESSION",
+    "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
+    "export_deid": "DICOM_ETL_EXPORT_DEID",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
-_INTEGER_FIELDS = ("batch_size", "batch_bytes")
+_INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
+_BOOLEAN_FIELDS = ("export_deid",)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +128,8 @@ class PipelineConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     compression: str = "local"
+    export_deid: bool = False
+    s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
     aws_credentials_block: str | None = None
     snowflake_connector_block: str = SNOWFLAKE_CONNECTOR_BLOCK
@@ -150,7 +167,7 @@ class PipelineConfig:
         return replace(self, **given) if given else self
 
 
-_DEFAULTS = {"batch_size": DEFAULT_BATCH_SIZE, "batch_bytes": DEFAULT_BATCH_BYTES}
+_DEFAULTS = {"batch_size": DEFAULT_BATCH_SIZE, "batch_bytes": DEFAULT_BATCH_BYTES, "s3_max_concurrency": DEFAULT_MAX_CONCURRENCY}
 
 
 def local_secret(data_dir: Path = DEFAULT_DATA_DIR) -> str:
@@ -225,6 +242,11 @@ def merge_config(
 
 
 def _env_value(name: str, var: str, raw: str) -> object:
+    if name in _BOOLEAN_FIELDS:
+        if raw.strip().lower() not in _BOOLEANS:
+            msg = f"${var}={raw!r} is not true or false; set it to true, false, 1 or 0, or unset it"
+            raise ConfigError(msg)
+        return _BOOLEANS[raw.strip().lower()]
     if name not in _INTEGER_FIELDS:
         return raw
     try:
@@ -285,11 +307,13 @@ def _load_block(name: str) -> DicomPipelineSettings:
 def resolve_s3_access(config: PipelineConfig) -> S3Access:
     """How a run reaches S3: the environment's AwsCredentials block, else boto3's own defaults.
 
+    Either way with the run's ``s3_max_concurrency`` requests in flight per task.
+
     With no block, boto3 reads ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION`` as it always does.
     """
     if not config.aws_credentials_block:
-        return S3Access()
+        return S3Access(max_concurrency=config.s3_max_concurrency)
     from prefect_aws import AwsCredentials
 
     creds = AwsCredentials.load(config.aws_credentials_block)
@@ -300,6 +324,7 @@ def resolve_s3_access(config: PipelineConfig) -> S3Access:
         access_key_id=creds.aws_access_key_id,
         secret_access_key=secret.get_secret_value() if secret else None,
         session_token=creds.aws_session_token,
+        max_concurrency=config.s3_max_concurrency,
     )
 
 

@@ -157,7 +157,7 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
 
     config = resolve_config(
         args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
-        compression=args.compression,
+        compression=args.compression, export_deid=args.export_deid or None,
     )
     origin = None
     if paths.get("source") is None and config.settings_block:
@@ -290,6 +290,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
     )
     p.add_argument(
+        "--export-deid",
+        action="store_true",
+        help="also write de-identified DICOM files (deid/ zone) with the warehouse's pseudonyms; see docs/deid-export.md",
+    )
+    p.add_argument(
         "--dask-address",
         default=os.environ.get("DICOM_ETL_DASK_ADDRESS"),
         help="tcp://host:8786 of a Dask scheduler to run the batches on (default $DICOM_ETL_DASK_ADDRESS; threads if unset)",
@@ -346,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while starting or running: no traceback, the shell's code
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         from tasks.errors import DicomEtlError
 

@@ -51,6 +51,7 @@ def ingest_dicom(
     compression: str | None = None,
     transcode: bool = False,
     request_build: bool = False,
+    export_deid: bool | None = None,
     config: PipelineConfig | None = None,
 ) -> dict:
     """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse.
@@ -60,7 +61,7 @@ def ingest_dicom(
     """
     config = resolve_config(
         settings_block, base=config, source=source, lake=lake, warehouse=warehouse,
-        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression,
+        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression, export_deid=export_deid,
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
@@ -88,6 +89,8 @@ def ingest_dicom(
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
         preview_args = {"previews": PreviewOptions(), "secret": config.secret} if fused else {}
+        # the de-identified DICOM export is written by extraction, which has each file parsed
+        export_args = {"export_deid": True, "secret": config.secret} if config.export_deid else {}
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
@@ -108,7 +111,7 @@ def ingest_dicom(
                     ingested_at=ingested_at,
                 )
                 extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
-                    pass_result(staged), ingested_at, **preview_args
+                    pass_result(staged), ingested_at, **preview_args | export_args
                 )
                 batch_outcomes = [extracted]
                 if previews and not fused:  # in process, or on the compress-dicom deployment (flows/compress.py)

@@ -50,6 +50,10 @@ class CompressionError(DicomEtlError):
     """A remote compression run (the compress-dicom deployment) did not complete."""
 
 
+class DeidError(DicomEtlError):
+    """De-identification cannot be done as configured (no secret, unreadable rules)."""
+
+
 class FileRejected(DicomEtlError):
     """A single input file cannot be used; it is quarantined, the batch goes on.
 

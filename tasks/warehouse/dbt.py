@@ -12,6 +12,8 @@ from tasks.errors import WarehouseError
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 PROCESSED_TABLES = ("patients", "studies", "series", "devices", "images", "processed_images")
+#: Processed tables of opt-in outputs: empty unless the run produced them (ingest --export-deid).
+OPTIONAL_TABLES = ("deid_exports",)
 DBT_TARGETS = ("duckdb", "snowflake")
 #: The SnowflakeConnector block name profiles.yml names; replaced by the configured one.
 PROFILE_SNOWFLAKE_BLOCK = "dicom-etl-snowflake"
@@ -137,6 +139,8 @@ def count_rows_snowflake(connection: Any, schema: str = "PROCESSED") -> dict[str
     """Rows per processed table in Snowflake, through an open connection."""
     cursor = connection.cursor()
     try:
-        return {t: cursor.execute(f"select count(*) from {schema}.{t}").fetchone()[0] for t in PROCESSED_TABLES}
+        return {
+            t: cursor.execute(f"select count(*) from {schema}.{t}").fetchone()[0] for t in PROCESSED_TABLES + OPTIONAL_TABLES
+        }
     finally:
         cursor.close()

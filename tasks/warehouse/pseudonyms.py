@@ -19,21 +19,22 @@ DuckDB and Snowflake get byte-identical pseudonyms.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from tasks.deid import pseudonym
-from tasks.errors import WarehouseError
-
-RULES_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
-PSEUDONYMIZING_ACTIONS = frozenset({"D", "U"})
-ANNEX_E_ACTIONS = frozenset({"D", "Z", "X", "K", "C", "U"})
-MAX_DATE_OFFSET_DAYS = 365
+from tasks.deid import (  # noqa: F401 - the rules and offsets live beside the pseudonyms; re-exported
+    ANNEX_E_ACTIONS,
+    MAX_DATE_OFFSET_DAYS,
+    PSEUDONYMIZING_ACTIONS,
+    RULES_SEED,
+    Rule,
+    date_offset_days,
+    pseudonym,
+    read_rules,
+)
 
 #: Identifiers derived in the stage layer from several raw columns (see stg_patients.sql).
 DERIVED_KEYS = {"patient_key": "coalesce(\"PatientID\", '') || '^' || coalesce(\"IssuerOfPatientID\", '')"}
@@ -46,43 +47,6 @@ PSEUDONYM_SCHEMA = pa.schema(
         ("date_offset_days", pa.int32()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One row of the anonymization rules seed."""
-
-    entity: str
-    column: str
-    action: str
-    processed_name: str
-
-
-def read_rules(path: Path = RULES_SEED) -> list[Rule]:
-    """Read the anonymization rules seed.
-
-    Parameters
-    ----------
-    path : Path
-        The ``internal_anonymization_rules`` CSV.
-
-    Returns
-    -------
-    list of Rule
-
-    Raises
-    ------
-    WarehouseError
-        If a row has an action that is not a PS3.15 Annex E action code.
-    """
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    rules = [Rule(r["entity"], r["column"], r["action"].strip(), r["processed_name"]) for r in rows]
-    bad = [f"{r.entity}.{r.column}={r.action!r}" for r in rules if r.action not in ANNEX_E_ACTIONS]
-    if bad:
-        msg = f"{path}: actions {', '.join(bad)} are not PS3.15 Annex E actions; use one of D, Z, X, K, C, U"
-        raise WarehouseError(msg)
-    return rules
 
 
 def identifier_columns(rules: list[Rule]) -> dict[str, list[str]]:
@@ -140,11 +104,6 @@ def collect_identifiers(lake: str, rules: list[Rule], files: Mapping[str, Sequen
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def date_offset_days(pseudonym_hex: str) -> int:
-    """Days (1..365) to shift the dates of the patient whose key has this pseudonym."""
-    return 1 + int(pseudonym_hex[:8], 16) % MAX_DATE_OFFSET_DAYS
 
 
 def pseudonym_table(values: list[str], secret: str) -> pa.Table:

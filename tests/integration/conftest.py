@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from tasks.dicom.synthetic import generate_studies
-from tests.integration.lakes import build_lake
+from tests.integration.lakes import build_lake, pixels_as_they_are
 
 SECRET = "duckdb-test-secret"
 
@@ -32,16 +32,16 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
     mp = pytest.MonkeyPatch()
     mp.setenv("DICOM_ETL_DEID_SECRET", SECRET)
     t0 = datetime.now(UTC) - timedelta(hours=1)
-    build_lake(source, lake, secret=SECRET, ingested_at=t0)
+    build_lake(source, lake, secret=SECRET, ingested_at=t0, export_judge=pixels_as_they_are)
     first = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     rerun_state = build_warehouse(lake=str(lake), warehouse=str(warehouse), return_state=True)
     # the same files ingested again (same batches, later ingest time)
-    build_lake(source, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=10))
+    build_lake(source, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=10), export_judge=pixels_as_they_are)
     reingested = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     # a new batch of new patients
     more = root / "more"
     generate_studies(more / "synthetic-2", patients=2, studies_per_patient=1, series_per_study=1, images_per_series=2, seed=99)
-    build_lake(more, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=20))
+    build_lake(more, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=20), export_judge=pixels_as_they_are)
     extended = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     # a separate warehouse from the same lake and key: a separate run
     other = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"))

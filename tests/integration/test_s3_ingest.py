@@ -71,7 +71,7 @@ def s3_runs(prefect_server, moto_s3, synthetic_dir, tmp_path_factory):
     mp.setenv("DICOM_ETL_DEID_SECRET", "s3-secret")
     warehouse = tmp_path_factory.mktemp("s3wh") / "warehouse.duckdb"
     args = {"source": "s3://provider/incoming", "lake": "s3://lake/dev", "warehouse": str(warehouse), "batch_size": 10}
-    first = ingest_dicom(**args)
+    first = ingest_dicom(**args, export_deid=True)
     images_first = _table(s3, "lake", "dev/", "images").height
     second = ingest_dicom(**args, run_dbt=False)
     s3.put_object(Bucket="provider", Key="incoming/late/new 1.dcm", Body=files[0].read_bytes())
@@ -97,6 +97,28 @@ def test_full_ingest_from_s3_to_the_warehouse(s3_runs):
     assert "dev/raw/study one.zip" in raw
     assert _keys(s3, "lake", "dev/previews/")
     assert s3_runs["first"]["warehouse_rows"]["images"] == len(files)
+
+
+def test_deid_export_reaches_the_s3_lake_and_joins_the_warehouse(s3_runs):
+    """The de-identified DICOM files are uploaded with the batch; each exported row has its object."""
+    import pydicom
+
+    s3 = s3_runs["s3"]
+    exports = _table(s3, "lake", "dev/", "deid_exports")
+    assert exports.height == len(s3_runs["files"])
+    exported = exports.filter(pl.col("status") == "exported")
+    assert exported.height > 0
+    objects = set(_keys(s3, "lake", "dev/deid/"))
+    assert objects == {f"dev/{k}" for k in exported["deid_key"]}
+    key = exported["deid_key"][0]
+    ds = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket="lake", Key=f"dev/{key}")["Body"].read()))
+    with duckdb.connect(str(s3_runs["warehouse"]), read_only=True) as con:
+        row = con.execute(
+            "select i.study_pseudo_uid, e.export_status from processed.deid_exports e "
+            "join processed.images i using (sop_instance_pseudo_uid) where e.sop_instance_pseudo_uid = ?",
+            [ds.SOPInstanceUID],
+        ).fetchone()
+    assert row == (ds.StudyInstanceUID, "exported")
 
 
 def test_second_run_processes_nothing(s3_runs):

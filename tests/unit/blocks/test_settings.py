@@ -123,3 +123,25 @@ def test_resolve_reads_the_environment_when_no_block_is_named(tmp_path, monkeypa
     monkeypatch.delenv("DICOM_ETL_SETTINGS_BLOCK", raising=False)
     config = resolve_config(environ=ENVIRON, data_dir=Path(tmp_path), warehouse="/param/wh.duckdb")
     assert (config.lake, config.warehouse) == ("/env/lake", "/param/wh.duckdb")
+
+
+def test_s3_max_concurrency_reaches_the_s3_access_of_a_run(tmp_path):
+    from blocks.settings import resolve_s3_access
+    from tasks.lake.s3 import DEFAULT_MAX_CONCURRENCY
+
+    assert resolve_s3_access(merge_config({}, environ={}, data_dir=tmp_path)).max_concurrency == DEFAULT_MAX_CONCURRENCY
+    from_env = merge_config({}, environ={"DICOM_ETL_S3_MAX_CONCURRENCY": "64"}, data_dir=tmp_path)
+    assert resolve_s3_access(from_env).max_concurrency == 64
+    block = merge_config({}, block=_block(s3_max_concurrency=96), environ={"DICOM_ETL_S3_MAX_CONCURRENCY": "64"}, data_dir=tmp_path)
+    assert block.s3_max_concurrency == 96
+    with pytest.raises(ConfigError, match="s3_max_concurrency must be 1 or more"):
+        merge_config({}, environ={"DICOM_ETL_S3_MAX_CONCURRENCY": "0"}, data_dir=tmp_path)
+
+
+def test_export_deid_from_each_layer(tmp_path):
+    assert merge_config({}, environ={}, data_dir=tmp_path).export_deid is False
+    assert merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "true"}, data_dir=tmp_path).export_deid is True
+    assert merge_config({}, block=_block(export_deid=True), environ={}, data_dir=tmp_path).export_deid is True
+    assert merge_config({"export_deid": True}, environ={"DICOM_ETL_EXPORT_DEID": "0"}, data_dir=tmp_path).export_deid is True
+    with pytest.raises(ConfigError, match="DICOM_ETL_EXPORT_DEID"):
+        merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "maybe"}, data_dir=tmp_path)

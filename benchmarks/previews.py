@@ -1,4 +1,4 @@
-"""``python -m flows bench-previews``: preview throughput of the pipeline vs a bare loop.
+"""``python -m flows bench previews``: preview throughput of the pipeline vs a bare loop.
 
 Both run over the same files in the same process and run: the bare loop is what a script
 would do on one core (dcmread -> pixel_array -> rescale + window -> Pillow JPEG); the
@@ -9,23 +9,6 @@ render_batch on a reused process pool, full display pipeline, files written to a
 from __future__ import annotations
 
 import argparse
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bench-previews",
-        help="measure preview throughput (images/s, MB/s): pipeline vs a bare single-core loop",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--source", default=None, help="folder of DICOM files (default: generated 512x512 CT slices)")
-    p.add_argument("--count", type=int, default=200, help="slices to generate when --source is not given")
-    p.add_argument("--size", type=int, default=512, help="side of generated slices in pixels")
-    p.add_argument("--workers", type=int, default=None, help="pipeline processes (default: every core)")
-    p.add_argument("--max-size", type=int, default=512, help="preview longest side")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality")
-    p.add_argument("--repeat", type=int, default=2, help="timed rounds of each; the best is reported")
-    p.set_defaults(func=cmd_bench_previews)
 
 
 def _bare_loop(files: list, out_dir, *, max_size: int, quality: int) -> None:  # noqa: ANN001
@@ -55,7 +38,8 @@ def _bare_loop(files: list, out_dir, *, max_size: int, quality: int) -> None:  #
         (out_dir / f"{i}.jpg").write_bytes(buf.getvalue())  # a preview is only made once it is stored
 
 
-def cmd_bench_previews(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark with the options of ``bench previews`` and print its figures."""
     import os
     import tempfile
     import time
@@ -64,6 +48,7 @@ def cmd_bench_previews(args: argparse.Namespace) -> int:
     import pydicom
 
     from benchmarks.data import write_ct_slices
+    from tasks.compat import pool_pids
     from tasks.pool import make_process_pool
     from tasks.pixels.preview import PreviewOptions, render_batch
 
@@ -96,7 +81,7 @@ def cmd_bench_previews(args: argparse.Namespace) -> int:
 
         import psutil
 
-        procs = [psutil.Process()] + [psutil.Process(p) for p in pool._processes]  # noqa: SLF001
+        procs = [psutil.Process()] + [psutil.Process(p) for p in pool_pids(pool)]
 
         def cpu() -> float:
             return sum(sum(p.cpu_times()[:2]) for p in procs)

@@ -1,0 +1,31 @@
+with source as (
+    select * from {{ source('raw', 'deid_exports') }}
+),
+
+renamed as (
+    select
+        {{ raw_column("SOPInstanceUID") }} as sop_instance_uid,
+        image_pseudonym,
+        deid_key,
+        deid_bytes,
+        status as export_status,
+        pixel_deid_status,
+        pixel_deid_method,
+        reason as export_reason,
+        source_key,
+        batch_id,
+        ingested_at
+    from source
+),
+
+deduplicated as (
+    select *
+    from renamed
+    -- the latest batch wrote the file; within a batch, the exported row of a repeated UID
+    qualify row_number() over (
+        partition by sop_instance_uid
+        order by ingested_at desc, case when export_status = 'exported' then 0 else 1 end, source_key
+    ) = 1
+)
+
+select * from deduplicated
