@@ -63,12 +63,13 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
 
 def _changed_object(folder: Path, source: Path) -> None:
     """A provider object sent again with other content: same key, new ETag (a corrected description)."""
-    shutil.copytree(source, folder)
-    # the first key of the lake: its study's row comes from this file
-    path = min((p for p in folder.rglob("*") if p.is_file() and "synthetic" in p.parts), key=lambda p: p.relative_to(folder).as_posix())
-    ds = pydicom.dcmread(path)
+    # the first synthetic key of the lake: its study's row comes from this file
+    original = min((p for p in (source / "synthetic").rglob("*") if p.is_file()), key=lambda p: p.relative_to(source).as_posix())
+    ds = pydicom.dcmread(original)
     ds.StudyDescription = "CORRECTED"
     ds.SeriesDescription = "CORRECTED SERIES"
+    path = folder / original.relative_to(source)
+    path.parent.mkdir(parents=True)
     ds.save_as(path)
 
 

@@ -11,7 +11,8 @@ import pytest
 from tasks.deid import pseudo_uid, pseudonym
 from tasks.warehouse.dbt import PROCESSED_TABLES, count_rows
 
-pytestmark = pytest.mark.integration
+# one session fixture builds the warehouse ten times (seconds each on an idle machine)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 from tests.integration.conftest import SECRET
 KEYS = {
     "patients": "patient_pseudo_id",
