@@ -51,6 +51,7 @@ def ingest_dicom(
     compression: str | None = None,
     transcode: bool = False,
     request_build: bool = False,
+    pixel_text: str | None = None,
     export_deid: bool | None = None,
     config: PipelineConfig | None = None,
 ) -> dict:
@@ -61,7 +62,8 @@ def ingest_dicom(
     """
     config = resolve_config(
         settings_block, base=config, source=source, lake=lake, warehouse=warehouse,
-        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression, export_deid=export_deid,
+        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression, pixel_text=pixel_text,
+        export_deid=export_deid,
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
@@ -88,9 +90,9 @@ def ingest_dicom(
         # previews rendered by extraction itself (one read and one parse per file), unless
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
-        preview_args = {"previews": PreviewOptions(), "secret": config.secret} if fused else {}
+        preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
         # the de-identified DICOM export is written by extraction, which has each file parsed
-        export_args = {"export_deid": True, "secret": config.secret} if config.export_deid else {}
+        export_args = {"export_deid": True, "secret": config.secret, "pixel_text": config.pixel_text} if config.export_deid else {}
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream

@@ -23,6 +23,8 @@ class UsageError(DicomEtlError):
 class ConfigError(DicomEtlError):
     """A setting (flow parameter, settings block, environment variable) has an unusable value."""
 
+    exit_code = 2
+
 
 class SourceError(DicomEtlError):
     """A source (folder, bucket, prefix) cannot be listed or read."""

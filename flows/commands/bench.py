@@ -48,6 +48,10 @@ def _add_previews(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--max-size", type=int, default=512, help="preview longest side")
     p.add_argument("--quality", type=int, default=85, help="JPEG quality")
     p.add_argument("--repeat", type=int, default=2, help="timed rounds of each; the best is reported")
+    p.add_argument(
+        "--text-images", type=int, default=40,
+        help="generated 640x480 ultrasound images with burned-in text, for the cleaned images/s (0: skip)",
+    )
     p.set_defaults(func=_run("benchmarks.previews"))
 
 

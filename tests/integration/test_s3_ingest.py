@@ -193,7 +193,7 @@ def test_requeue_on_an_s3_lake_after_a_fix(prefect_server, moto_s3, s3, syntheti
     assert main(["errors", "--lake", lake, "--keys"]) == 0 and "broken.dcm" in capsys.readouterr().out
 
     assert main(["requeue", "--lake", lake, "--reason", "not_dicom"]) == 0
-    assert "requeued 1 objects" in capsys.readouterr().out
+    assert "requeued 1 object;" in capsys.readouterr().out
     requeue_files = [k for k in _keys(s3, "lake-requeue", "l/manifest/") if "/requeue-" in k]
     assert len(requeue_files) == 1 and requeue_files[0].endswith(".parquet")  # one object, no temporaries
     listed = list_s3_objects(make_s3_client(S3Access()), parse_s3_url("s3://prov-requeue/in"))
