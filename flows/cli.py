@@ -37,12 +37,14 @@ def use_prefect_server() -> str:
     with ``python -m flows server``); else Prefect's temporary local server, which needs
     nothing but takes 20-30 s to start.
     """
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # minutes on a busy machine
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     if _server_listening(LOCAL_API):
         os.environ["PREFECT_API_URL"] = LOCAL_API
         return LOCAL_API
+    # a temporary server lives for one command: its usage telemetry could only fail (and print so)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return "temporary local server (start one with `python -m flows server` to keep runs and the UI)"
 
 

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 
 #: Event of one batch written to the lake.
@@ -50,18 +49,6 @@ class Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-
-
-def wait_with_progress(futures: Sequence[PrefectFuture], *, label: str = "batches") -> None:
-    """Wait for task futures, updating a progress artifact in the UI and a progress bar on a terminal."""
-    if not futures:
-        return
-    progress = Progress(len(futures), label=label)
-    try:
-        for _future in as_completed(list(futures)):
-            progress.advance()
-    finally:
-        progress.close()
 
 
 def report_quarantine(summary: dict, *, lake_hint: str = "quarantine/<reason>/") -> None:

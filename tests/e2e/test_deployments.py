@@ -267,7 +267,6 @@ def _events(stack: Stack, name: str) -> list[dict]:
 
 
 def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoint, synthetic_dir):
-    pytest.importorskip("tasks.lake.s3", reason="ingest from s3:// sources arrives with issue 5's branch")
     import io
     import zipfile
 

@@ -168,7 +168,7 @@ def test_applied_profile_recorded_on_every_row(duckdb_built):
 
 
 def test_no_secret_or_key_material_left_in_the_project(duckdb_built):
-    from tasks.deid import hmac_pads
+    from tests.key_material import hmac_pads
     from tasks.warehouse.dbt import DBT_PROJECT_DIR, dbt_target_dir
 
     needles = [SECRET, *hmac_pads(SECRET)]
