@@ -58,6 +58,11 @@ class DicomPipelineSettings(Block):
         description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
         "or a deployment name compress-dicom/<name>.",
     )
+    pixel_text: str = Field(
+        default="all",
+        description="Burned-in text on at-risk images: all (remove every text box), sensitive (only text that "
+        "looks like PHI) or none (pixels were cleaned upstream). See docs/images-and-privacy.md.",
+    )
     export_deid: bool = Field(
         default=False,
         description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
@@ -99,11 +104,14 @@ ENV_VARS: dict[str, str] = {
     "batch_size": "DICOM_ETL_BATCH_SIZE",
     "batch_bytes": "DICOM_ETL_BATCH_BYTES",
     "compression": "DICOM_ETL_COMPRESSION",
+    "pixel_text": "DICOM_ETL_PIXEL_TEXT",
     "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
     "export_deid": "DICOM_ETL_EXPORT_DEID",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
+#: The values of pixel_text, as tasks.pixels.privacy.PIXEL_TEXT_MODES (not imported: it loads pydicom)
+PIXEL_TEXT_MODES = ("all", "sensitive", "none")
 _INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
 _BOOLEAN_FIELDS = ("export_deid",)
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -128,6 +136,8 @@ class PipelineConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     compression: str = "local"
+    #: burned-in text removal (tasks.pixels.privacy.PIXEL_TEXT_MODES)
+    pixel_text: str = "all"
     export_deid: bool = False
     s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
@@ -144,6 +154,9 @@ class PipelineConfig:
             if value < 1:
                 msg = f"{name} must be 1 or more, got {value}; pass a positive number (default {_DEFAULTS[name]})"
                 raise ConfigError(msg)
+        if self.pixel_text not in PIXEL_TEXT_MODES:
+            msg = f"pixel_text={self.pixel_text!r} is not a mode; use one of {', '.join(PIXEL_TEXT_MODES)} (docs/images-and-privacy.md)"
+            raise ConfigError(msg)
 
     @property
     def secret(self) -> str:

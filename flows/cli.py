@@ -38,12 +38,14 @@ def use_prefect_server() -> str:
     with ``python -m flows server``); else Prefect's temporary local server, which needs
     nothing but takes 20-30 s to start.
     """
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # minutes on a busy machine
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     if _server_listening(LOCAL_API):
         os.environ["PREFECT_API_URL"] = LOCAL_API
         return LOCAL_API
+    # a temporary server lives for one command: its usage telemetry could only fail (and print so)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return "temporary local server (start one with `python -m flows server` to keep runs and the UI)"
 
 
@@ -160,7 +162,7 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
 
     config = resolve_config(
         args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
-        compression=args.compression, export_deid=args.export_deid or None,
+        compression=args.compression, pixel_text=args.pixel_text, export_deid=args.export_deid or None,
     )
     origin = None
     if paths.get("source") is None and config.settings_block:
@@ -287,7 +289,7 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     from flows.warehouse import build_warehouse
 
     with reporting_api_loss(api):
-        counts = build_warehouse(config=config)
+        counts = build_warehouse(config=config, full_refresh=args.full_refresh)
     for table, n in sorted(counts.items()):
         print(f"processed.{table:<18} {n}")
     return 0
@@ -311,6 +313,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--compression",
         default=None,
         help="where previews are rendered: local (default), deployment (compress-dicom/remote) or compress-dicom/NAME",
+    )
+    p.add_argument(
+        "--pixel-text",
+        choices=("all", "sensitive", "none"),
+        default=None,
+        help="burned-in text on at-risk images: all (default: remove every text box), sensitive (only what looks "
+        "like PHI), none (cleaned upstream); see docs/images-and-privacy.md",
     )
     p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
@@ -356,10 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
-    wh = sub.add_parser("warehouse", help="rebuild the warehouse (dbt) from the lake")
+    wh = sub.add_parser("warehouse", help="build the warehouse (dbt) from the lake's batches that arrived since the last build")
     wh.add_argument("--lake", default=None)
     wh.add_argument("--warehouse", default=None)
     wh.add_argument("--settings-block", default=None)
+    wh.add_argument("--full-refresh", action="store_true", help="rebuild every table (and the pseudonym map) from every batch of the lake")
     wh.set_defaults(func=cmd_warehouse)
 
     server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")

@@ -1,9 +1,9 @@
 """Keyed pseudonyms, computed the same way in Python and in the dbt macros.
 
 ``pseudonym`` is HMAC-SHA256(secret, value) in hex; ``pseudo_uid`` turns its first 128
-bits into a valid ``2.25.<integer>`` UID (PS3.5 B.2). The dbt macro ``hmac_sha256``
-computes the identical HMAC from the precomputed inner and outer pad keys below, so a
-preview named here joins the de-identified rows built there.
+bits into a valid ``2.25.<integer>`` UID (PS3.5 B.2). The warehouse's pseudonym map is
+computed with them (``tasks/warehouse/pseudonyms.py``), so a preview named here joins the
+de-identified rows built there.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tasks.errors import WarehouseError
 
-BLOCK_SIZE = 64  # SHA-256's block size in bytes
 RULES_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
 PSEUDONYMIZING_ACTIONS = frozenset({"D", "U"})
 ANNEX_E_ACTIONS = frozenset({"D", "Z", "X", "K", "C", "U"})
@@ -40,19 +39,6 @@ def pseudonym(value: str, secret: str) -> str:
 def pseudo_uid(value: str, secret: str) -> str:
     """A valid ``2.25.`` UID derived from ``value`` under ``secret`` (at most 44 characters)."""
     return f"2.25.{int(pseudonym(value, secret)[:32], 16)}"
-
-
-def hmac_pads(secret: str) -> tuple[str, str]:
-    """The inner and outer HMAC pad keys of ``secret`` as hex, for the SQL macro.
-
-    HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)); SQL engines have SHA-256 but no
-    XOR on bytes, so the pads are computed here and handed to dbt as variables.
-    """
-    key = secret.encode()
-    if len(key) > BLOCK_SIZE:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(BLOCK_SIZE, b"\0")
-    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
 
 
 def date_offset_days(pseudonym_hex: str) -> int:

@@ -33,6 +33,7 @@ def extract_staged(
     previews: PreviewOptions | None = None,
     secret: str | None = None,
     export_deid: bool = False,
+    pixel_text: str = "all",
 ) -> BatchOutcome:
     """Extract a staged batch (files on local disk, ZIP members included) into the lake's tables.
 
@@ -42,7 +43,7 @@ def extract_staged(
     """
     return extract_to_lake.fn(
         staged.staging_lake, staged.batch_id, staged.files, staged.paths, ingested_at, previews=previews, secret=secret,
-        hashes=staged.hashes, export_deid=export_deid,
+        hashes=staged.hashes, export_deid=export_deid, pixel_text=pixel_text,
     )
 
 
@@ -58,6 +59,7 @@ def extract_to_lake(
     secret: str | None = None,
     hashes: Mapping[str, str] | None = None,
     export_deid: bool = False,
+    pixel_text: str = "all",
 ) -> BatchOutcome:
     """Extract a batch into entity tables (previews, de-identified DICOM), quarantine rejected files, write Parquet.
 
@@ -66,7 +68,7 @@ def extract_to_lake(
     if export_deid and not secret:
         msg = "the de-identified DICOM export needs the de-identification secret; set DICOM_ETL_DEID_SECRET or the settings block"
         raise DeidError(msg)
-    export = ExportJob(Path(lake), secret or "") if export_deid else None
+    export = ExportJob(Path(lake), secret or "", pixel_text=pixel_text) if export_deid else None  # type: ignore[arg-type]
     with disk_full_reported(lake):
         return _extract(lake, batch_id, objects, raw_paths, ingested_at, workers, previews, secret, hashes or {}, export)
 
