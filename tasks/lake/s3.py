@@ -14,9 +14,7 @@ the defaults (3 attempts x 4 task tries) a request is tried at most 12 times.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -131,23 +129,8 @@ def make_s3_client(access: S3Access):  # noqa: ANN201 - botocore builds the clie
     """A boto3 S3 client with bounded standard-mode retries and timeouts, for threads to share.
 
     Its connection pool holds ``access.max_concurrency`` connections, plus the ten boto3's
-    managed transfers of a large object use, so no request in flight waits for one. The
-    tasks of a process share one client per ``access`` (and AWS environment, which boto3
-    reads for the fields left ``None``): a new one costs ~0.1 s of CPU (a session loads
-    the service model) and opens its connections afresh.
+    managed transfers of a large object use, so no request in flight waits for one.
     """
-    return _client(access, tuple(os.environ.get(name) for name in _AWS_ENVIRONMENT))
-
-
-#: What boto3 reads from the environment when S3Access leaves it to boto3.
-_AWS_ENVIRONMENT = (
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-)
-
-
-@functools.lru_cache(maxsize=16)  # a process-wide memo of thread-safe clients, not state
-def _client(access: S3Access, environment: tuple[str | None, ...]):  # noqa: ANN202, ARG001 - the environment keys the cache
     import boto3
     from botocore.config import Config
 
