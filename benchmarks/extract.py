@@ -9,6 +9,7 @@ per table per batch.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -200,3 +201,31 @@ def run_benchmark(
         workers=workers,
         cpu_scaling=scaling,
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark with the options of ``bench extract`` and print its figures."""
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = None
+    if args.workers > 1:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["tasks.dicom.extract"])
+        executor = ProcessPoolExecutor(args.workers, mp_context=context)
+        list(executor.map(warm_up, [0.5] * args.workers))  # start every worker before timing
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
+            root = Path(args.keep) if args.keep else Path(tmp)
+            root.mkdir(parents=True, exist_ok=True)
+            print(f"generating {args.files} synthetic files...", flush=True)
+            result = run_benchmark(
+                root, files=args.files, batch_size=args.batch_size, executor=executor, workers=args.workers,
+                repeats=args.repeats,
+            )
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    print(result.report())
+    return 0

@@ -58,6 +58,16 @@ class DicomPipelineSettings(Block):
         description="Where previews are rendered: local (in process), deployment (compress-dicom/remote) "
         "or a deployment name compress-dicom/<name>.",
     )
+    pixel_text: str = Field(
+        default="all",
+        description="Burned-in text on at-risk images: all (remove every text box), sensitive (only text that "
+        "looks like PHI) or none (pixels were cleaned upstream). See docs/images-and-privacy.md.",
+    )
+    export_deid: bool = Field(
+        default=False,
+        description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
+        "warehouse's pseudonyms, UIDs and date shifts; images whose pixels are not verified clean are withheld.",
+    )
     aws_credentials_block: str | None = Field(
         default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
     )
@@ -94,11 +104,17 @@ ENV_VARS: dict[str, str] = {
     "batch_size": "DICOM_ETL_BATCH_SIZE",
     "batch_bytes": "DICOM_ETL_BATCH_BYTES",
     "compression": "DICOM_ETL_COMPRESSION",
+    "pixel_text": "DICOM_ETL_PIXEL_TEXT",
     "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
+    "export_deid": "DICOM_ETL_EXPORT_DEID",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
+#: The values of pixel_text, as tasks.pixels.privacy.PIXEL_TEXT_MODES (not imported: it loads pydicom)
+PIXEL_TEXT_MODES = ("all", "sensitive", "none")
 _INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
+_BOOLEAN_FIELDS = ("export_deid",)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +136,9 @@ class PipelineConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     compression: str = "local"
+    #: burned-in text removal (tasks.pixels.privacy.PIXEL_TEXT_MODES)
+    pixel_text: str = "all"
+    export_deid: bool = False
     s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
     aws_credentials_block: str | None = None
@@ -135,6 +154,9 @@ class PipelineConfig:
             if value < 1:
                 msg = f"{name} must be 1 or more, got {value}; pass a positive number (default {_DEFAULTS[name]})"
                 raise ConfigError(msg)
+        if self.pixel_text not in PIXEL_TEXT_MODES:
+            msg = f"pixel_text={self.pixel_text!r} is not a mode; use one of {', '.join(PIXEL_TEXT_MODES)} (docs/images-and-privacy.md)"
+            raise ConfigError(msg)
 
     @property
     def secret(self) -> str:
@@ -233,6 +255,11 @@ def merge_config(
 
 
 def _env_value(name: str, var: str, raw: str) -> object:
+    if name in _BOOLEAN_FIELDS:
+        if raw.strip().lower() not in _BOOLEANS:
+            msg = f"${var}={raw!r} is not true or false; set it to true, false, 1 or 0, or unset it"
+            raise ConfigError(msg)
+        return _BOOLEANS[raw.strip().lower()]
     if name not in _INTEGER_FIELDS:
         return raw
     try:
@@ -283,11 +310,27 @@ def _load_block(name: str) -> DicomPipelineSettings:
     try:
         return DicomPipelineSettings.load(name)
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        saved = saved_settings_blocks()
         msg = (
-            f"no DicomPipelineSettings block named {name!r} on this Prefect server; save it with "
-            "`python -m flows blocks register --env ENV` or name a saved one (--settings-block, $DICOM_ETL_SETTINGS_BLOCK)"
+            f"no DicomPipelineSettings block named {name!r} on this Prefect server "
+            f"(saved: {', '.join(saved) if saved else 'none'}); name a saved one (--settings-block, "
+            "$DICOM_ETL_SETTINGS_BLOCK) or save it with `python -m flows blocks register --env ENV`"
         )
         raise ConfigError(msg) from exc
+
+
+def saved_settings_blocks() -> list[str]:
+    """Names of the DicomPipelineSettings blocks saved on the Prefect server (none if the type is unknown)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    slug = DicomPipelineSettings.get_block_type_slug()
+    with get_client(sync_client=True) as client:
+        try:
+            documents = client.read_block_documents_by_type(slug, include_secrets=False)
+        except (ObjectNotFound, PrefectHTTPStatusError):  # no block of this type was ever saved
+            return []
+    return sorted(d.name for d in documents if d.name and not d.is_anonymous)
 
 
 def resolve_s3_access(config: PipelineConfig) -> S3Access:

@@ -37,12 +37,14 @@ def use_prefect_server() -> str:
     with ``python -m flows server``); else Prefect's temporary local server, which needs
     nothing but takes 20-30 s to start.
     """
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # minutes on a busy machine
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     if _server_listening(LOCAL_API):
         os.environ["PREFECT_API_URL"] = LOCAL_API
         return LOCAL_API
+    # a temporary server lives for one command: its usage telemetry could only fail (and print so)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return "temporary local server (start one with `python -m flows server` to keep runs and the UI)"
 
 
@@ -124,6 +126,8 @@ def _run_ingest(*, source: str | None, lake: str | None, warehouse: str | None, 
     api = use_prefect_server()  # a settings block is read from this API
     options = _incremental_options(args)
     config = _checked_config(args, source=source, lake=lake, warehouse=warehouse, day=options.get("partition_date"))
+    if not args.no_dbt:
+        check_warehouse_reachable(config)
     from flows.ingest import ingest_dicom
     from flows.runners import batch_task_runner
 
@@ -157,7 +161,7 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
 
     config = resolve_config(
         args.settings_block, **paths, batch_size=args.batch_size, batch_bytes=args.batch_bytes,
-        compression=args.compression,
+        compression=args.compression, pixel_text=args.pixel_text, export_deid=args.export_deid or None,
     )
     origin = None
     if paths.get("source") is None and config.settings_block:
@@ -168,6 +172,29 @@ def _checked_config(args: argparse.Namespace, *, day: date | None, **paths: str 
     if not is_s3_url(config.lake):
         ensure_writable_folder(config.lake, what="lake", option="--lake")
     return config
+
+
+def check_warehouse_reachable(config: PipelineConfig) -> None:
+    """Fail in one line, naming host and port, when the Snowflake target does not answer (before any work)."""
+    from tasks.errors import ConfigError
+    from tasks.warehouse.endpoint import check_reachable
+
+    if config.dbt_target != "snowflake":
+        return
+    host = config.snowflake_host
+    if not host:
+        from prefect_snowflake import SnowflakeConnector
+
+        try:
+            account = SnowflakeConnector.load(config.snowflake_connector_block).credentials.account
+        except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+            msg = (
+                f"no SnowflakeConnector block named {config.snowflake_connector_block!r} for the Snowflake target; "
+                "save it with `python -m flows blocks register --env ENV` (SNOWFLAKE_ACCOUNT...)"
+            )
+            raise ConfigError(msg) from exc
+        host = f"{account}.snowflakecomputing.com"
+    check_reachable(host, config.snowflake_port or (80 if config.snowflake_protocol == "http" else 443))
 
 
 @contextmanager
@@ -251,15 +278,17 @@ def _why(exc: ValueError) -> str:
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    from blocks.settings import resolve_config
     from flows.commands.errors import require_lake
 
-    if args.lake is not None or not (args.settings_block or os.environ.get("DICOM_ETL_SETTINGS_BLOCK")):
-        require_lake(args.lake or "data/lake")
-    api = use_prefect_server()
+    api = use_prefect_server()  # asked only for a settings block
+    config = resolve_config(args.settings_block, lake=args.lake, warehouse=args.warehouse)
+    require_lake(config.lake)
+    check_warehouse_reachable(config)
     from flows.warehouse import build_warehouse
 
     with reporting_api_loss(api):
-        counts = build_warehouse(lake=args.lake, warehouse=args.warehouse, settings_block=args.settings_block)
+        counts = build_warehouse(config=config, full_refresh=args.full_refresh)
     for table, n in sorted(counts.items()):
         print(f"processed.{table:<18} {n}")
     return 0
@@ -285,7 +314,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="where previews are rendered: local (default), deployment (compress-dicom/remote) or compress-dicom/NAME",
     )
     p.add_argument(
+        "--pixel-text",
+        choices=("all", "sensitive", "none"),
+        default=None,
+        help="burned-in text on at-risk images: all (default: remove every text box), sensitive (only what looks "
+        "like PHI), none (cleaned upstream); see docs/images-and-privacy.md",
+    )
+    p.add_argument(
         "--transcode", action="store_true", help="also keep lossless JPEG-LS archive copies (archive/ zone, verified)"
+    )
+    p.add_argument(
+        "--export-deid",
+        action="store_true",
+        help="also write de-identified DICOM files (deid/ zone) with the warehouse's pseudonyms; see docs/deid-export.md",
     )
     p.add_argument(
         "--dask-address",
@@ -323,10 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
-    wh = sub.add_parser("warehouse", help="rebuild the warehouse (dbt) from the lake")
+    wh = sub.add_parser("warehouse", help="build the warehouse (dbt) from the lake's batches that arrived since the last build")
     wh.add_argument("--lake", default=None)
     wh.add_argument("--warehouse", default=None)
     wh.add_argument("--settings-block", default=None)
+    wh.add_argument("--full-refresh", action="store_true", help="rebuild every table (and the pseudonym map) from every batch of the lake")
     wh.set_defaults(func=cmd_warehouse)
 
     server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")
@@ -343,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while starting or running: no traceback, the shell's code
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         from tasks.errors import DicomEtlError
 

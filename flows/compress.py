@@ -40,17 +40,19 @@ def compress_dicom(
     frames: str = "middle",
     transcode: bool = False,
     workers: int | None = None,
+    pixel_text: str | None = None,
 ) -> dict:
     """Render previews (and optionally lossless archive copies) of raw-zone images of one batch.
 
     ``images`` holds ``[source_key, SOPInstanceUID]`` pairs; the files are read from
     ``<lake>/raw/<source_key>``.
     """
-    config = resolve_config(settings_block, lake=lake)
+    config = resolve_config(settings_block, lake=lake, pixel_text=pixel_text)
     raw = Path(config.lake) / RAW_ZONE
     outcome = BatchOutcome(batch_id=batch_id, pixel_images=[(str(raw / key), key, uid) for key, uid in images])
     done = render_previews(
-        config.lake, outcome, ingested_at, config.secret, max_size, quality, frames, transcode, workers
+        config.lake, outcome, ingested_at, config.secret, max_size, quality, frames, transcode, workers,
+        pixel_text=config.pixel_text,
     )
     create_markdown_artifact(
         "\n".join(
@@ -107,8 +109,10 @@ def submit_compression(
     """
     if target == "local":
         return render_previews.with_options(task_run_name=f"previews-{bid}").submit(
-            staging_lake or config.lake, extracted, ingested_at, config.secret, transcode=transcode
+            staging_lake or config.lake, extracted, ingested_at, config.secret, transcode=transcode,
+            pixel_text=config.pixel_text,
         )
     return compress_remote.with_options(task_run_name=f"compress-remote-{bid}").submit(
-        target, str(Path(config.lake).resolve()), extracted, ingested_at, config.settings_block, transcode
+        target, str(Path(config.lake).resolve()), extracted, ingested_at, config.settings_block, transcode,
+        pixel_text=config.pixel_text,
     )

@@ -31,6 +31,7 @@ from tasks.lake.storage import batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
 from tasks.lake.s3 import is_s3_url
 from tasks.lake.scope import resolve_scope
+from tasks.warehouse.increments import check_lake_key
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)
@@ -49,6 +50,9 @@ def ingest_dicom(
     incremental: bool = True,
     compression: str | None = None,
     transcode: bool = False,
+    request_build: bool = False,
+    pixel_text: str | None = None,
+    export_deid: bool | None = None,
     config: PipelineConfig | None = None,
 ) -> dict:
     """Ingest new DICOM files (folder or S3 prefix, ZIPs expanded) into the lake and build the warehouse.
@@ -58,7 +62,8 @@ def ingest_dicom(
     """
     config = resolve_config(
         settings_block, base=config, source=source, lake=lake, warehouse=warehouse,
-        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression,
+        batch_size=batch_size, batch_bytes=batch_bytes, compression=compression, pixel_text=pixel_text,
+        export_deid=export_deid,
     )
     access = resolve_s3_access(config)
     logger = get_run_logger()
@@ -69,6 +74,9 @@ def ingest_dicom(
         logger.info("Removed %d partial files left by an interrupted run", swept)
     if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
         warm_process_pool()  # workers import their libraries while the source is listed
+    with temporary_environment(access.env()):
+        # previews are named, and the warehouse pseudonymized, with this key: one key per lake
+        check_lake_key(config.lake, config.secret)
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)
@@ -82,7 +90,9 @@ def ingest_dicom(
         # previews rendered by extraction itself (one read and one parse per file), unless
         # they go to the compress-dicom deployment or come with archive copies
         fused = previews and target == "local" and not transcode
-        preview_args = {"previews": PreviewOptions(), "secret": config.secret} if fused else {}
+        preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
+        # the de-identified DICOM export is written by extraction, which has each file parsed
+        export_args = {"export_deid": True, "secret": config.secret, "pixel_text": config.pixel_text} if config.export_deid else {}
         batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
         progress = Progress(len(batches))
         # a bounded number of batches in flight on threads: a task waiting for its upstream
@@ -103,7 +113,7 @@ def ingest_dicom(
                     ingested_at=ingested_at,
                 )
                 extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
-                    pass_result(staged), ingested_at, **preview_args
+                    pass_result(staged), ingested_at, **preview_args | export_args
                 )
                 batch_outcomes = [extracted]
                 if previews and not fused:  # in process, or on the compress-dicom deployment (flows/compress.py)
@@ -155,7 +165,9 @@ def ingest_dicom(
             summary["warehouse_rows"] = build_warehouse(config=config)
     _report(summary)
     report_quarantine(summary)
-    emit_ingest_events(summary, results, source=config.source, run_dbt=run_dbt)
+    emit_ingest_events(
+        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=config.settings_block
+    )
     logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary
 

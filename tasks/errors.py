@@ -23,6 +23,8 @@ class UsageError(DicomEtlError):
 class ConfigError(DicomEtlError):
     """A setting (flow parameter, settings block, environment variable) has an unusable value."""
 
+    exit_code = 2
+
 
 class SourceError(DicomEtlError):
     """A source (folder, bucket, prefix) cannot be listed or read."""
@@ -48,6 +50,10 @@ class DiskFullError(DicomEtlError):
 
 class CompressionError(DicomEtlError):
     """A remote compression run (the compress-dicom deployment) did not complete."""
+
+
+class DeidError(DicomEtlError):
+    """De-identification cannot be done as configured (no secret, unreadable rules)."""
 
 
 class FileRejected(DicomEtlError):

@@ -18,6 +18,13 @@ if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
 PYDICOM_TEST_FILES = Path(__import__("pydicom.data", fromlist=["x"]).__file__).parent / "test_files"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/unit is the unit tier (``-m unit``): pure code, no server."""
+    for item in items:
+        if item.nodeid.startswith("tests/unit/"):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect API server, once per session: Prefect's test harness, or the one you keep running.

@@ -7,11 +7,9 @@ and sets ``func``. Import heavy things inside the command function, not at modul
 
 #: Modules whose ``register`` is called, in this order (one line per module).
 MODULES: tuple[str, ...] = (
-    "flows.commands.bench_preview",
     "flows.commands.blocks",
     "flows.commands.bridge",
     "flows.commands.watch",
-    "flows.commands.bench_ingest",
     "flows.commands.synth",
     "flows.commands.errors",
     "flows.commands.bench",

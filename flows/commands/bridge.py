@@ -35,8 +35,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         run_bridge(args.queue_url, dlq_url=args.dlq_url, window_seconds=args.window, group_depth=args.group_depth)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C: the usual way to stop it, and the usual exit code
+        return 130
     return 0
 
 

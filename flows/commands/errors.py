@@ -67,7 +67,9 @@ def run_errors(args: argparse.Namespace) -> int:
         print(f"no quarantined files in {args.lake}")
         return 0
     counts = frame.group_by("stage", "reason").len().sort("stage", "reason")
-    print(f"{frame.height} files with errors in {args.lake}:")
+    from flows.cli import plural
+
+    print(f"{plural(frame.height, 'file')} with errors in {args.lake}:")
     for stage, reason, n in counts.iter_rows():
         print(f"  {stage:<9} {reason:<22} {n}")
     if args.keys:
@@ -89,5 +91,7 @@ def run_requeue(args: argparse.Namespace) -> int:
     if not requeued:
         print("nothing to requeue: no quarantined object matches")
         return 0
-    print(f"requeued {requeued} objects; the next `python -m flows ingest` processes them again")
+    from flows.cli import plural
+
+    print(f"requeued {plural(requeued, 'object')}; the next `python -m flows ingest` processes them again")
     return 0

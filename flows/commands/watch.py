@@ -39,6 +39,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         FolderWatcher(folder, group_depth=args.group_depth).run(interval=args.interval)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C: the usual way to stop it, and the usual exit code
+        return 130
     return 0

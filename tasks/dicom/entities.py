@@ -302,7 +302,22 @@ PREVIEWS = Entity(
     ),
 )
 
+DEID_EXPORTS = Entity(
+    name="deid_exports",
+    key=("SOPInstanceUID",),
+    keywords=("SOPInstanceUID",),
+    extra=(
+        ("image_pseudonym", pl.Utf8),
+        ("deid_key", pl.Utf8),
+        ("deid_bytes", pl.Int64),
+        ("status", pl.Utf8),
+        ("pixel_deid_status", pl.Utf8),
+        ("pixel_deid_method", pl.Utf8),
+        ("reason", pl.Utf8),
+    ),
+)
+
 #: Tables written by extraction, in write order.
 EXTRACTED = (PATIENTS, STUDIES, SERIES, DEVICES, IMAGES, INSTANCES_HEADER, INGEST_ERRORS)
 #: Every raw table in the lake.
-ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS)}
+ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS, DEID_EXPORTS)}

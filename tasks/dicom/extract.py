@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from tasks.deid import pseudonym
 from tasks.dicom.entities import (
+    DEID_EXPORTS,
     DEVICES,
     EXTRACTED,
     IMAGES,
@@ -32,12 +33,15 @@ from tasks.dicom.entities import (
     Entity,
 )
 from tasks.errors import FileRejected, Reason
+from tasks.deid.export import ExportJob, export_rows, settle_exports
+from tasks.deid.header import patient_key
 from tasks.dicom.instance import content_digest, extract_dataset, header_json, load_file, quiet_pydicom, read_dicom
 from tasks.pixels.preview import OCR_GROUP, PreviewOptions, render_datasets
 
 __all__ = [
     "PREVIEW_ERRORS",
     "BatchFrames",
+    "ExportJob",
     "Lineage",
     "PreviewJob",
     "SourceFile",
@@ -129,6 +133,7 @@ def extract_batch(
     executor: Executor | None = None,
     parts: int = 1,
     previews: PreviewJob | None = None,
+    export: ExportJob | None = None,
 ) -> BatchFrames:
     """Extract a batch of files into one frame per entity table.
 
@@ -156,6 +161,9 @@ def extract_batch(
         Also render each image's preview while its file is in memory and parsed (one
         read, one parse per file); adds the frames ``previews`` and ``preview_errors``
         (``ingest_errors`` rows of stage ``preview``).
+    export : ExportJob, optional
+        Also write each image's de-identified DICOM file while its file is in memory and
+        parsed; adds the frame ``deid_exports`` (exported or withheld, with a reason).
 
     Returns
     -------
@@ -163,12 +171,13 @@ def extract_batch(
     """
     ordered = sorted(files, key=lambda f: f.key)
     if executor is None or parts <= 1 or len(ordered) < 2 * parts:
-        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold, previews=previews)]
+        pieces = [extract_rows(ordered, bulk_threshold=bulk_threshold, previews=previews, export=export)]
     else:
         size = -(-len(ordered) // parts)
         chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
         futures = [
-            executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold, previews=previews) for chunk in chunks
+            executor.submit(extract_rows, chunk, bulk_threshold=bulk_threshold, previews=previews, export=export)
+            for chunk in chunks
         ]
         pieces = [f.result() for f in futures]
     frames = {name: pl.concat([p[name] for p in pieces], how="vertical") for name in pieces[0]}
@@ -179,11 +188,19 @@ def extract_batch(
     if previews is not None:
         out[PREVIEWS.name] = _frame(PREVIEWS, frames[PREVIEWS.name], lineage)
         out[PREVIEW_ERRORS] = _frame(INGEST_ERRORS, frames[PREVIEW_ERRORS], lineage)
+    if export is not None:
+        settled = settle_exports(frames[DEID_EXPORTS.name].iter_rows(named=True), export.lake)
+        exports = pl.DataFrame(settled, schema=_data_schema(DEID_EXPORTS))
+        out[DEID_EXPORTS.name] = _frame(DEID_EXPORTS, exports, lineage)
     return BatchFrames(out)
 
 
 def extract_rows(
-    files: Sequence[SourceFile], *, bulk_threshold: int = 1024, previews: PreviewJob | None = None
+    files: Sequence[SourceFile],
+    *,
+    bulk_threshold: int = 1024,
+    previews: PreviewJob | None = None,
+    export: ExportJob | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Extract files into one frame per table, in the given order, before batch-level steps.
 
@@ -194,7 +211,7 @@ def extract_rows(
     ----------
     files : sequence of SourceFile
     bulk_threshold : int, default 1024
-    previews : PreviewJob, optional
+    previews, export : PreviewJob, ExportJob, optional
         See :func:`extract_batch`.
 
     Returns
@@ -204,23 +221,40 @@ def extract_rows(
     tables = {e.name: e for e in EXTRACTED}
     if previews is not None:
         tables |= {PREVIEWS.name: PREVIEWS, PREVIEW_ERRORS: INGEST_ERRORS}
+    if export is not None:
+        tables |= {DEID_EXPORTS.name: DEID_EXPORTS}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
-    pending: list[tuple[Dataset, dict[str, Any]]] = []  # at-risk images of a group share their OCR runs
+    # images of a group share their OCR runs: (dataset, images row, patients row)
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]] = []
     with quiet_pydicom():
         for src in files:
             ds = _extract_one(src, rows, bulk_threshold)
-            if ds is not None and previews is not None and rows[IMAGES.name][-1]["has_pixel_data"]:
-                pending.append((ds, rows[IMAGES.name][-1]))
+            if ds is not None and (previews or export) and rows[IMAGES.name][-1]["has_pixel_data"]:
+                pending.append((ds, rows[IMAGES.name][-1], rows[PATIENTS.name][-1]))
                 if len(pending) >= OCR_GROUP:
-                    _preview_group(pending, rows, previews)
+                    _pixel_group(pending, rows, previews, export)
         if pending:
-            _preview_group(pending, rows, previews)
+            _pixel_group(pending, rows, previews, export)
     # through Arrow: polars builds list columns value by value, Arrow in one C++ pass
     return {name: pl.from_arrow(pa.Table.from_pylist(rows[name], schema=_arrow_schema(e))) for name, e in tables.items()}
 
 
+def _pixel_group(
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]],
+    rows: dict[str, list[dict[str, Any]]],
+    previews: PreviewJob | None,
+    export: ExportJob | None,
+) -> None:
+    """Previews and de-identified files of parsed images, then empty ``pending``."""
+    if previews is not None:
+        _preview_group([(ds, image) for ds, image, _ in pending], rows, previews)
+    if export is not None:
+        _export_group(pending, rows, export)
+    pending.clear()
+
+
 def _preview_group(pending: list[tuple[Dataset, dict[str, Any]]], rows: dict[str, list[dict[str, Any]]], job: PreviewJob) -> None:
-    """Render the previews of parsed images (``(dataset, images row)``) and empty ``pending``."""
+    """Render the previews of parsed images (``(dataset, images row)``)."""
     items = [
         (ds, image["source_key"], image["SOPInstanceUID"], pseudonym(image["SOPInstanceUID"], job.secret), image)
         for ds, image in pending
@@ -231,7 +265,19 @@ def _preview_group(pending: list[tuple[Dataset, dict[str, Any]]], rows: dict[str
             rows[PREVIEWS.name].append(preview | lineage_cols)
         else:
             rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
-    pending.clear()
+
+
+def _export_group(
+    pending: list[tuple[Dataset, dict[str, Any], dict[str, Any]]], rows: dict[str, list[dict[str, Any]]], job: ExportJob
+) -> None:
+    """Write the de-identified files of parsed images (their at-risk pixels cleaned together)."""
+    items = [
+        # the UID and patient key as the raw tables hold them: the warehouse's map is built from those
+        (ds, image["SOPInstanceUID"], image["source_key"], patient_key(patient["PatientID"], patient["IssuerOfPatientID"]))
+        for ds, image, patient in pending
+    ]
+    for (_, image, _), row in zip(pending, export_rows(items, job), strict=True):
+        rows[DEID_EXPORTS.name].append(row | {"source_etag": image["source_etag"]})
 
 
 def _data_schema(entity: Entity) -> dict[str, pl.DataType]:

@@ -1,7 +1,7 @@
 """Objects at the source and in the lake's raw zone: list, copy, batch.
 
-Local folders for now; every function speaks in ``ObjectInfo`` (key, size, etag) so an
-S3 implementation can stand beside them.
+Local folders; every function speaks in ``ObjectInfo`` (key, size, etag), as the S3
+functions beside them (:mod:`tasks.lake.s3`) do.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TABLES_ZONE = "tables"
 PREVIEWS_ZONE = "previews"
 QUARANTINE_ZONE = "quarantine"
 ARCHIVE_ZONE = "archive"
+DEID_ZONE = "deid"
 
 
 @dataclass(frozen=True, order=True)

@@ -47,6 +47,7 @@ PHI_PATTERNS = (
     re.compile(rf"\d{{1,2}}[\-/. ]?({_MONTHS})[A-Z]*[\-/. ]?\d{{2,4}}"),  # 14-APR-2020, 14APR20
     re.compile(rf"({_MONTHS})[A-Z]*[\-/. ]?\d{{1,2}},?[\-/. ]?\d{{2,4}}"),  # APR 14 2020
     re.compile(r"\d{1,2}:\d{2}"),  # 13:45, 13:45:10
+    re.compile(r"\d[/:]\d{2}"),  # what OCR leaves of a date or time it misreads ("06/296TS")
     re.compile(r"\d{5,}"),  # MRNs, accession numbers, compact dates (20200414)
 )
 _CONFUSIONS = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "|": "1", "!": "1", "S": "5", "B": "8", "Z": "2", "G": "6"})
@@ -139,7 +140,7 @@ def is_sensitive(text: str, terms: frozenset[str] = frozenset()) -> bool:
         # OCR joins neighbours ("DOE^JANE" -> "DOEJANE") and splits long values: substrings count
         if len(term) >= 3 and (term in word or term in mapped):
             return True
-        if len(word) >= 4 and word in term:
+        if len(word) >= 3 and word in term:  # a fragment: "ARY" of "ST MARY CLINIC"
             return True
         if len(term) >= 5 and len(word) == len(term) and sum(a != b for a, b in zip(word, term)) <= 1:
             return True

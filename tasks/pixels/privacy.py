@@ -57,6 +57,9 @@ __all__ = [
 PixelText = Literal["all", "sensitive", "none"]
 PIXEL_TEXT_MODES: tuple[str, ...] = ("all", "sensitive", "none")
 
+#: A word of two letters or digits or more read with this confidence is text to blank in
+#: ``pixel_text="all"`` (anything that looks like PHI is blanked whatever its confidence).
+TEXT_CONFIDENCE = 50.0
 #: A word OCR reads with at least this confidence and this many letters or digits counts as
 #: text left over after cleaning, even when it does not look like PHI (``pixel_text="all"``).
 RESIDUAL_CONFIDENCE = 60.0
@@ -243,8 +246,9 @@ def _read_all(engine: Tesseract, items: Sequence[_Cleaning]) -> list[list[Word]]
 def _to_blank(word: Word, mode: str, terms: frozenset[str]) -> bool:
     if is_sensitive(word.text, terms):
         return True
-    # a single character identifies no one (L/R markers, and what OCR makes of anatomy)
-    return mode == "all" and sum(c.isalnum() for c in word.text) >= 2
+    # a single character identifies no one (L/R markers); what OCR makes of speckle and
+    # anatomy is read with low confidence, printed text with high (90+ on a plain background)
+    return mode == "all" and word.conf >= TEXT_CONFIDENCE and sum(c.isalnum() for c in word.text) >= 2
 
 
 def _left_over(word: Word, mode: str, terms: frozenset[str]) -> bool:

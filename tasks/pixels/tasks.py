@@ -44,13 +44,14 @@ def render_previews(
     frames: str = "middle",
     transcode: bool = False,
     workers: int | None = None,
+    pixel_text: str = "all",
 ) -> BatchOutcome:
     """Render the preview JPEGs of a batch (and optionally archive copies), write their tables."""
     lineage = Lineage(outcome.batch_id, ingested_at)
     images = [(Path(p), k, u) for p, k, u in outcome.pixel_images]
     lake_path = Path(lake)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    options = PreviewOptions(max_size=max_size, quality=quality, frames=frames)  # type: ignore[arg-type]
+    options = PreviewOptions(max_size=max_size, quality=quality, frames=frames, pixel_text=pixel_text)  # type: ignore[arg-type]
     with disk_full_reported(lake):  # previews and archive copies are written by the pool's workers
         previews, errors = _on_pool(
             lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
@@ -92,6 +93,7 @@ def compress_remote(
     ingested_at: datetime,
     settings_block: str | None = None,
     transcode: bool = False,
+    pixel_text: str = "all",
 ) -> BatchOutcome:
     """Run the compress-dicom deployment on one batch, wait for it, return what it produced.
 
@@ -107,6 +109,7 @@ def compress_remote(
         "ingested_at": ingested_at.isoformat(),
         "settings_block": settings_block,
         "transcode": transcode,
+        "pixel_text": pixel_text,
     }
     run = run_deployment(deployment, parameters=parameters, timeout=None)
     state = run.state

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from tasks.compat import dataset_elements
 
+
 SEEDS = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds"
 TRIAGE_RULES_SEED = SEEDS / "internal_pixel_triage_rules.csv"
 REGION_RULES_SEED = SEEDS / "internal_pixel_region_rules.csv"

@@ -19,20 +19,22 @@ DuckDB and Snowflake get byte-identical pseudonyms.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from tasks.deid import pseudonym
-from tasks.errors import WarehouseError
-
-RULES_SEED = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds" / "internal_anonymization_rules.csv"
-PSEUDONYMIZING_ACTIONS = frozenset({"D", "U"})
-ANNEX_E_ACTIONS = frozenset({"D", "Z", "X", "K", "C", "U"})
-MAX_DATE_OFFSET_DAYS = 365
+from tasks.deid import (  # noqa: F401 - the rules and offsets live beside the pseudonyms; re-exported
+    ANNEX_E_ACTIONS,
+    MAX_DATE_OFFSET_DAYS,
+    PSEUDONYMIZING_ACTIONS,
+    RULES_SEED,
+    Rule,
+    date_offset_days,
+    pseudonym,
+    read_rules,
+)
 
 #: Identifiers derived in the stage layer from several raw columns (see stg_patients.sql).
 DERIVED_KEYS = {"patient_key": "coalesce(\"PatientID\", '') || '^' || coalesce(\"IssuerOfPatientID\", '')"}
@@ -47,43 +49,6 @@ PSEUDONYM_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One row of the anonymization rules seed."""
-
-    entity: str
-    column: str
-    action: str
-    processed_name: str
-
-
-def read_rules(path: Path = RULES_SEED) -> list[Rule]:
-    """Read the anonymization rules seed.
-
-    Parameters
-    ----------
-    path : Path
-        The ``internal_anonymization_rules`` CSV.
-
-    Returns
-    -------
-    list of Rule
-
-    Raises
-    ------
-    WarehouseError
-        If a row has an action that is not a PS3.15 Annex E action code.
-    """
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    rules = [Rule(r["entity"], r["column"], r["action"].strip(), r["processed_name"]) for r in rows]
-    bad = [f"{r.entity}.{r.column}={r.action!r}" for r in rules if r.action not in ANNEX_E_ACTIONS]
-    if bad:
-        msg = f"{path}: actions {', '.join(bad)} are not PS3.15 Annex E actions; use one of D, Z, X, K, C, U"
-        raise WarehouseError(msg)
-    return rules
-
-
 def identifier_columns(rules: list[Rule]) -> dict[str, list[str]]:
     """Raw columns (or derived keys) per entity whose values need a pseudonym."""
     out: dict[str, list[str]] = {}
@@ -94,7 +59,7 @@ def identifier_columns(rules: list[Rule]) -> dict[str, list[str]]:
     return out
 
 
-def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
+def collect_identifiers(lake: str, rules: list[Rule], files: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """Distinct values of every pseudonymized column in the lake's raw tables.
 
     Parameters
@@ -104,16 +69,25 @@ def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
         endpoint and credentials from the standard AWS environment, as dbt-duckdb does);
         tables are read from ``tables/<entity>/**/*.parquet``.
     rules : list of Rule
+    files : mapping of str to sequence of str, optional
+        Only these files per entity (paths relative to the lake root): the batches of an
+        incremental build. Every file of the lake if None.
 
     Returns
     -------
     list of str
         Sorted, without nulls and empty strings.
     """
+    root = lake.rstrip("/") if "://" in lake else str(Path(lake))
     selects = []
     for entity, columns in identifier_columns(rules).items():
-        root = lake.rstrip("/") if "://" in lake else str(Path(lake))
-        source = f"read_parquet('{root}/tables/{entity}/**/*.parquet', union_by_name = true)"
+        if files is None:
+            source = f"read_parquet('{root}/tables/{entity}/**/*.parquet', union_by_name = true)"
+        else:
+            paths = [f"{root}/{p}" for p in files.get(entity, ())]
+            if not paths:
+                continue
+            source = f"read_parquet([{', '.join(_sql_string(p) for p in paths)}], union_by_name = true)"
         for column in columns:
             expr = DERIVED_KEYS.get(column, f'"{column}"')
             selects.append(f"select cast({expr} as varchar) as v from {source}")
@@ -128,9 +102,8 @@ def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
         return [row[0] for row in con.execute(sql).fetchall()]
 
 
-def date_offset_days(pseudonym_hex: str) -> int:
-    """Days (1..365) to shift the dates of the patient whose key has this pseudonym."""
-    return 1 + int(pseudonym_hex[:8], 16) % MAX_DATE_OFFSET_DAYS
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def pseudonym_table(values: list[str], secret: str) -> pa.Table:
@@ -160,12 +133,30 @@ def pseudonym_table(values: list[str], secret: str) -> pa.Table:
     )
 
 
-def write_pseudonyms_duckdb(database: Path, table: pa.Table, *, schema: str = "internal") -> int:
-    """Replace ``<schema>.deid_pseudonyms`` in a DuckDB file (the map's own file); return its rows."""
+def write_pseudonyms_duckdb(database: Path, table: pa.Table, *, schema: str = "internal", replace: bool = True) -> int:
+    """Write ``<schema>.deid_pseudonyms`` in a DuckDB file (the map's own file); return the rows added.
+
+    Parameters
+    ----------
+    database : Path
+    table : pyarrow.Table
+        Rows of :func:`pseudonym_table`.
+    replace : bool
+        Replace the map (a full refresh); otherwise add the identifiers it lacks, so an
+        increment costs what it adds.
+    """
     database.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(database)) as con:
         con.execute(f"create schema if not exists {schema}")
         con.register("pseudonyms_arrow", table)
-        con.execute(f"create or replace table {schema}.deid_pseudonyms as select * from pseudonyms_arrow")
+        if replace:
+            con.execute(f"create or replace table {schema}.deid_pseudonyms as select * from pseudonyms_arrow")
+            added = table.num_rows
+        else:
+            con.execute(f"create table if not exists {schema}.deid_pseudonyms as select * from pseudonyms_arrow limit 0")
+            added = con.execute(
+                f"insert into {schema}.deid_pseudonyms select * from pseudonyms_arrow "
+                f"where original not in (select original from {schema}.deid_pseudonyms)"
+            ).fetchone()[0]
         con.unregister("pseudonyms_arrow")
-    return table.num_rows
+    return added

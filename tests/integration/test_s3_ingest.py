@@ -71,7 +71,7 @@ def s3_runs(prefect_server, moto_s3, synthetic_dir, tmp_path_factory):
     mp.setenv("DICOM_ETL_DEID_SECRET", "s3-secret")
     warehouse = tmp_path_factory.mktemp("s3wh") / "warehouse.duckdb"
     args = {"source": "s3://provider/incoming", "lake": "s3://lake/dev", "warehouse": str(warehouse), "batch_size": 10}
-    first = ingest_dicom(**args)
+    first = ingest_dicom(**args, export_deid=True)
     images_first = _table(s3, "lake", "dev/", "images").height
     second = ingest_dicom(**args, run_dbt=False)
     s3.put_object(Bucket="provider", Key="incoming/late/new 1.dcm", Body=files[0].read_bytes())
@@ -97,6 +97,28 @@ def test_full_ingest_from_s3_to_the_warehouse(s3_runs):
     assert "dev/raw/study one.zip" in raw
     assert _keys(s3, "lake", "dev/previews/")
     assert s3_runs["first"]["warehouse_rows"]["images"] == len(files)
+
+
+def test_deid_export_reaches_the_s3_lake_and_joins_the_warehouse(s3_runs):
+    """The de-identified DICOM files are uploaded with the batch; each exported row has its object."""
+    import pydicom
+
+    s3 = s3_runs["s3"]
+    exports = _table(s3, "lake", "dev/", "deid_exports")
+    assert exports.height == len(s3_runs["files"])
+    exported = exports.filter(pl.col("status") == "exported")
+    assert exported.height > 0
+    objects = set(_keys(s3, "lake", "dev/deid/"))
+    assert objects == {f"dev/{k}" for k in exported["deid_key"]}
+    key = exported["deid_key"][0]
+    ds = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket="lake", Key=f"dev/{key}")["Body"].read()))
+    with duckdb.connect(str(s3_runs["warehouse"]), read_only=True) as con:
+        row = con.execute(
+            "select i.study_pseudo_uid, e.export_status from processed.deid_exports e "
+            "join processed.images i using (sop_instance_pseudo_uid) where e.sop_instance_pseudo_uid = ?",
+            [ds.SOPInstanceUID],
+        ).fetchone()
+    assert row == (ds.StudyInstanceUID, "exported")
 
 
 def test_second_run_processes_nothing(s3_runs):
@@ -171,7 +193,7 @@ def test_requeue_on_an_s3_lake_after_a_fix(prefect_server, moto_s3, s3, syntheti
     assert main(["errors", "--lake", lake, "--keys"]) == 0 and "broken.dcm" in capsys.readouterr().out
 
     assert main(["requeue", "--lake", lake, "--reason", "not_dicom"]) == 0
-    assert "requeued 1 objects" in capsys.readouterr().out
+    assert "requeued 1 object;" in capsys.readouterr().out
     requeue_files = [k for k in _keys(s3, "lake-requeue", "l/manifest/") if "/requeue-" in k]
     assert len(requeue_files) == 1 and requeue_files[0].endswith(".parquet")  # one object, no temporaries
     listed = list_s3_objects(make_s3_client(S3Access()), parse_s3_url("s3://prov-requeue/in"))

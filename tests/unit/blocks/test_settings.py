@@ -136,3 +136,12 @@ def test_s3_max_concurrency_reaches_the_s3_access_of_a_run(tmp_path):
     assert block.s3_max_concurrency == 96
     with pytest.raises(ConfigError, match="s3_max_concurrency must be 1 or more"):
         merge_config({}, environ={"DICOM_ETL_S3_MAX_CONCURRENCY": "0"}, data_dir=tmp_path)
+
+
+def test_export_deid_from_each_layer(tmp_path):
+    assert merge_config({}, environ={}, data_dir=tmp_path).export_deid is False
+    assert merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "true"}, data_dir=tmp_path).export_deid is True
+    assert merge_config({}, block=_block(export_deid=True), environ={}, data_dir=tmp_path).export_deid is True
+    assert merge_config({"export_deid": True}, environ={"DICOM_ETL_EXPORT_DEID": "0"}, data_dir=tmp_path).export_deid is True
+    with pytest.raises(ConfigError, match="DICOM_ETL_EXPORT_DEID"):
+        merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "maybe"}, data_dir=tmp_path)

@@ -51,7 +51,7 @@ def test_errors_and_requeue_commands_on_a_lake(tmp_path):
     assert listed.returncode == 0 and "not_dicom" in listed.stdout and "bad.dcm" not in listed.stdout
     assert "bad.dcm" in run("errors", "--keys").stdout
     requeued = run("requeue", "--reason", "not_dicom")
-    assert requeued.returncode == 0 and "requeued 1 objects" in requeued.stdout
+    assert requeued.returncode == 0 and "requeued 1 object;" in requeued.stdout
     pending = pending_objects([ObjectInfo("bad.dcm", 5, "e2")], processed_versions(read_local_manifest(lake)))
     assert [o.key for o in pending] == ["bad.dcm"]
 
@@ -89,7 +89,7 @@ def test_requeue_by_reason_takes_files_done_with_a_pixel_decode_error(tmp_path, 
            tmp_path, "ingest_errors", "e")
     assert main(["errors", "--lake", str(tmp_path)]) == 0 and "pixel_decode" in capsys.readouterr().out
     assert main(["requeue", "--lake", str(tmp_path), "--reason", "pixel_decode"]) == 0
-    assert "requeued 1 objects" in capsys.readouterr().out
+    assert "requeued 1 object;" in capsys.readouterr().out
     pending = pending_objects(objects, processed_versions(read_local_manifest(tmp_path)))
     assert [o.key for o in pending] == ["p.dcm"]
 

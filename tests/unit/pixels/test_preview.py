@@ -7,7 +7,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from tasks.deid import hmac_pads, pseudo_uid, pseudonym
+from tasks.deid import pseudo_uid, pseudonym
+from tests.key_material import hmac_pads
 from tasks.pixels.preview import render_batch, render_preview, robust_to_uint8, window_to_uint8
 
 

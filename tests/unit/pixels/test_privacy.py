@@ -208,3 +208,22 @@ def test_checked_frames():
     assert checked_frames(1) == [0]
     assert checked_frames(2) == [0, 1]
     assert checked_frames(10) == [0, 5, 9]
+
+
+def test_pixel_text_setting_layers_and_checks(tmp_path):
+    from blocks.settings import PIXEL_TEXT_MODES as SETTINGS_MODES
+    from blocks.settings import DicomPipelineSettings, merge_config
+    from flows.cli import build_parser
+    from pydantic import SecretStr
+    from tasks.errors import ConfigError
+    from tasks.pixels.privacy import PIXEL_TEXT_MODES
+
+    assert SETTINGS_MODES == PIXEL_TEXT_MODES
+    assert merge_config({}, environ={}, data_dir=tmp_path).pixel_text == "all"
+    assert merge_config({}, environ={"DICOM_ETL_PIXEL_TEXT": "sensitive"}, data_dir=tmp_path).pixel_text == "sensitive"
+    block = DicomPipelineSettings(deid_secret=SecretStr("s"), pixel_text="none")
+    assert merge_config({}, block=block, environ={}, data_dir=tmp_path).pixel_text == "none"
+    assert merge_config({"pixel_text": "all"}, block=block, environ={}, data_dir=tmp_path).pixel_text == "all"
+    with pytest.raises(ConfigError, match="pixel_text='some'"):
+        merge_config({"pixel_text": "some"}, environ={}, data_dir=tmp_path)
+    assert build_parser().parse_args(["ingest", "--pixel-text", "sensitive"]).pixel_text == "sensitive"

@@ -1,4 +1,4 @@
-"""``python -m flows bench-ingest``: the pipeline end to end vs a naive reference and a bare loop.
+"""``python -m flows bench ingest``: the pipeline end to end vs a naive reference and a bare loop.
 
 Each variant runs in its own subprocess on the same files in the same run, so peak RSS is
 its own and the figures are comparable; the Prefect server's start is not timed.
@@ -23,29 +23,18 @@ from pathlib import Path
 VARIANTS = ("naive", "bare", "pipeline")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench-ingest",
-        help="benchmark ingest (dbt excluded) against a naive reference and a bare single-core loop",
-    )
-    p.add_argument("--files", type=int, nargs="+", default=[2000, 20000], help="corpus sizes (default 2000 20000)")
-    p.add_argument("--profile", default="small", choices=["small", "realistic"], help="corpus profile")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--batch-size", type=int, default=None, help="pipeline files per task")
-    p.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp dir)")
-    p.add_argument(
-        "--s3-latency-ms",
-        type=float,
-        default=None,
-        help="instead of the variants: the same files folder -> folder and s3:// -> s3:// (moto behind a proxy "
-        "holding each request this long, e.g. 20), side by side; files/s, ratio, S3 requests per file",
-    )
-    p.add_argument("--s3-max-concurrency", type=int, default=None, help="s3_max_concurrency of the S3 run (default: the setting's)")
-    p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
-    p.add_argument("--source", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
+#: Options of ``bench ingest`` a variant's own process is given too (``--batch-size``...).
+VARIANT_OPTIONS = ("batch_size",)
+
+
+def variant_options(args: argparse.Namespace) -> list[str]:
+    """The command-line options of :data:`VARIANT_OPTIONS` that were given, for a variant's process."""
+    out: list[str] = []
+    for name in VARIANT_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            out += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return out
 
 
 def _peak_rss_mb() -> float:
@@ -103,7 +92,7 @@ def _compile_project() -> None:
     """
     import compileall
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     for package in ("benchmarks", "blocks", "flows", "tasks"):
         compileall.compile_dir(root / package, quiet=1)
 
@@ -136,7 +125,8 @@ def _start_server() -> tuple[subprocess.Popen | None, str]:
     raise RuntimeError(msg)
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark with the options of ``bench ingest`` and print its figures (or run one variant)."""
     if args.run_variant:
         return _run_one(args)
     from tasks.dicom.corpus import generate_corpus
@@ -168,10 +158,8 @@ def run(args: argparse.Namespace) -> int:
             results = {}
             for variant in args.variants:
                 out = outputs / f"{variant}-{n}"
-                cmd = [sys.executable, "-m", "flows", "bench-ingest", "--run-variant", variant,
-                       "--source", str(corpus), "--out", str(out)]
-                if args.batch_size:
-                    cmd += ["--batch-size", str(args.batch_size)]
+                cmd = [sys.executable, "-m", "flows", "bench", "ingest", "--run-variant", variant,
+                       "--source", str(corpus), "--out", str(out), *variant_options(args)]
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
