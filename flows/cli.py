@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import shutil
 import socket
@@ -394,5 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DicomEtlError):
             # one line: what was wrong, which input, what to do (the messages say all three)
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            # Prefect's background workers (events of the blocks read) drain at exit and, on a
+            # busy machine, warn that they still are: the line above is the news
+            logging.disable(logging.WARNING)
             return exc.exit_code
         raise
