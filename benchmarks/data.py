@@ -34,18 +34,7 @@ def write_ct_slices(out_dir: Path, *, count: int = 200, size: int = 512, compres
     for i in range(count):
         hu = np.where(r < 0.42, 40, -1000) + np.where((r > 0.33) & (r < 0.37), 900 + 5 * i, 0)
         arr = (hu + 1024 + rng.normal(0, 15, r.shape)).clip(0, 4095).astype(np.uint16)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = CTImageStorage
-        ds.Modality = "CT"
-        ds.StudyInstanceUID = ds.SeriesInstanceUID = generate_uid()
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds = _greyscale_instance(CTImageStorage, "CT", size, size, bits=(16, 12))
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
         ds.WindowCenter, ds.WindowWidth = 40, 400
         ds.PixelData = arr.tobytes()
@@ -55,6 +44,23 @@ def write_ct_slices(out_dir: Path, *, count: int = 200, size: int = 512, compres
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _greyscale_instance(sop_class: str, modality: str, rows: int, columns: int, *, bits: tuple[int, int]) -> Dataset:
+    """A MONOCHROME2 instance header (new UIDs) without pixel data; ``bits`` is (allocated, stored)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.Modality = modality
+    ds.StudyInstanceUID = ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits[0], bits[1], bits[1] - 1, 0
+    return ds
 
 
 def write_us_with_text(out_dir: Path, *, count: int = 40, rows: int = 480, columns: int = 640, seed: int = 0) -> list[Path]:
@@ -84,18 +90,7 @@ def write_us_with_text(out_dir: Path, *, count: int = 40, rows: int = 480, colum
         pen.text((6, 4), f"PATIENT^NAME{i}  MRN {7310000 + i}  4/14/2020", fill=255, font=font)
         pen.text((6, rows - 24), f"DOB 08/29/1951  13:{i % 60:02d}:10", fill=255, font=font)
         pen.text((columns - 160, rows - 24), "GENERAL HOSPITAL", fill=255, font=font)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = UltrasoundImageStorage
-        ds.Modality = "US"
-        ds.StudyInstanceUID = ds.SeriesInstanceUID = generate_uid()
-        ds.Rows, ds.Columns = rows, columns
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds = _greyscale_instance(UltrasoundImageStorage, "US", rows, columns, bits=(8, 8))
         ds.PixelData = np.asarray(image).tobytes()
         path = out_dir / f"us{i:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)

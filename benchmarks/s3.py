@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve is not None:
         serve(args.serve)
         return 0
-    from flows.commands.bench_ingest import _start_server
+    from benchmarks.ingest import _start_server
 
     server, api = _start_server()
     env = {**os.environ, "PREFECT_API_URL": api}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import shutil
 import socket
@@ -288,7 +289,7 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     from flows.warehouse import build_warehouse
 
     with reporting_api_loss(api):
-        counts = build_warehouse(config=config)
+        counts = build_warehouse(config=config, full_refresh=args.full_refresh)
     for table, n in sorted(counts.items()):
         print(f"processed.{table:<18} {n}")
     return 0
@@ -364,10 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
-    wh = sub.add_parser("warehouse", help="rebuild the warehouse (dbt) from the lake")
+    wh = sub.add_parser("warehouse", help="build the warehouse (dbt) from the lake's batches that arrived since the last build")
     wh.add_argument("--lake", default=None)
     wh.add_argument("--warehouse", default=None)
     wh.add_argument("--settings-block", default=None)
+    wh.add_argument("--full-refresh", action="store_true", help="rebuild every table (and the pseudonym map) from every batch of the lake")
     wh.set_defaults(func=cmd_warehouse)
 
     server = sub.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1:4200")
@@ -393,5 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, DicomEtlError):
             # one line: what was wrong, which input, what to do (the messages say all three)
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            # Prefect's background workers (events of the blocks read) drain at exit and, on a
+            # busy machine, warn that they still are: the line above is the news
+            logging.disable(logging.WARNING)
             return exc.exit_code
         raise

@@ -31,6 +31,7 @@ from tasks.lake.storage import batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
 from tasks.lake.s3 import is_s3_url
 from tasks.lake.scope import resolve_scope
+from tasks.warehouse.increments import check_lake_key
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)
@@ -49,6 +50,7 @@ def ingest_dicom(
     incremental: bool = True,
     compression: str | None = None,
     transcode: bool = False,
+    request_build: bool = False,
     pixel_text: str | None = None,
     export_deid: bool | None = None,
     config: PipelineConfig | None = None,
@@ -72,6 +74,9 @@ def ingest_dicom(
         logger.info("Removed %d partial files left by an interrupted run", swept)
     if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
         warm_process_pool()  # workers import their libraries while the source is listed
+    with temporary_environment(access.env()):
+        # previews are named, and the warehouse pseudonymized, with this key: one key per lake
+        check_lake_key(config.lake, config.secret)
     scratch = tempfile.mkdtemp(prefix="dicom-etl-")
     try:
         prepared = prepare_lake.submit(config.lake, scratch, access=access)
@@ -160,7 +165,9 @@ def ingest_dicom(
             summary["warehouse_rows"] = build_warehouse(config=config)
     _report(summary)
     report_quarantine(summary)
-    emit_ingest_events(summary, results, source=config.source, run_dbt=run_dbt)
+    emit_ingest_events(
+        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=config.settings_block
+    )
     logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
     return summary
 

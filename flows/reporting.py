@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.context import get_run_context
@@ -65,8 +67,15 @@ def report_quarantine(summary: dict, *, lake_hint: str = "quarantine/<reason>/")
     create_table_artifact(rows, key="ingest-quarantine", description=description)
 
 
-def emit_ingest_events(summary: dict, results: Sequence, *, source: str, run_dbt: bool) -> None:
-    """``dicom.batch.written`` per batch and ``dicom.ingest.completed`` with the run's new rows."""
+def emit_ingest_events(
+    summary: dict, results: Sequence, *, source: str, run_dbt: bool, request_build: bool = False, settings_block: str | None = None
+) -> None:
+    """``dicom.batch.written`` per batch and ``dicom.ingest.completed`` with the run's new rows.
+
+    ``dicom.build_requested`` is true only for a run that left the warehouse to the
+    ``rebuild`` deployment on purpose (``request_build``): a benchmark, a day of a
+    backfill or ``ingest --no-dbt`` start no build.
+    """
     ctx = get_run_context()
     run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else "local"
     for batch_id, rows in _rows_per_batch(results).items():
@@ -82,11 +91,14 @@ def emit_ingest_events(summary: dict, results: Sequence, *, source: str, run_dbt
             "prefect.resource.id": f"dicom.ingest.{run_id}",
             "dicom.has_new_rows": "true" if new_rows else "false",
             "dicom.warehouse_built": "true" if run_dbt else "false",
+            "dicom.build_requested": "true" if request_build and not run_dbt else "false",
         },
         payload={
             "source": source,
             "lake": str(summary["lake"]),
             "warehouse": str(summary["warehouse"]),
+            # the build must use this run's settings (its de-identification key)
+            "settings_block": settings_block or "",
             "files": summary["files"],
             "new_rows": new_rows,
             "rejected": summary["rejected"],
@@ -99,3 +111,29 @@ def _rows_per_batch(results: Sequence) -> dict[str, dict[str, int]]:
     for outcome in results:
         per.setdefault(outcome.batch_id, Counter()).update(outcome.rows)
     return {b: dict(c) for b, c in per.items()}
+
+
+class StepTimes:
+    """Wall time of each step of a run, for its log and a table artifact."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
+
+    def add(self, step: str, seconds: float) -> None:
+        self.seconds[step] = self.seconds.get(step, 0.0) + seconds
+
+    def line(self) -> str:
+        return ", ".join(f"{step} {s:.2f} s" for step, s in self.seconds.items())
+
+    def report(self, *, key: str, description: str) -> None:
+        rows = [{"step": step, "seconds": round(s, 3)} for step, s in self.seconds.items()]
+        rows.append({"step": "total", "seconds": round(sum(self.seconds.values()), 3)})
+        create_table_artifact(rows, key=key, description=description)

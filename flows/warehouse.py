@@ -1,39 +1,56 @@
-"""The dbt subflow: build the typed and de-identified warehouse from the lake."""
+"""The dbt subflow: build the typed and de-identified warehouse from what arrived in the lake.
+
+Incremental (tasks/warehouse/increments.py): a build reads the batches the warehouse has
+not been built from; with nothing new it ends before dbt or the pseudonym map is touched,
+and before dbt is even imported. ``full_refresh`` rebuilds everything from the lake.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from blocks.settings import PipelineConfig, resolve_config, temporary_environment
+from flows.reporting import StepTimes
 from tasks.compat import close_dbt_duckdb
 from tasks.errors import WarehouseError
-from tasks.warehouse.tasks import load_snowflake, write_pseudonym_map
-from tasks.warehouse.snowflake import snowflake_session
+from tasks.warehouse.increments import check_lake_key
+from tasks.warehouse.tasks import (
+    load_snowflake,
+    plan_warehouse_build,
+    record_snowflake_build,
+    record_warehouse_build,
+    write_pseudonym_map,
+)
 from tasks.warehouse.dbt import (
     DBT_PROJECT_DIR,
     PROFILE_SNOWFLAKE_BLOCK,
     count_rows,
     count_rows_snowflake,
     dbt_environment,
+    dbt_target_dir,
     remove_compiled_sql,
     select_profile_target,
 )
 
 
-class TargetDbtSettings(PrefectDbtSettings):
-    """prefect-dbt settings that hand dbt only the chosen target of profiles.yml."""
+def _dbt_settings(**kwargs: Any) -> Any:
+    """prefect-dbt settings that hand dbt only the chosen target of profiles.yml (dbt imported here, when a build needs it)."""
+    from prefect_dbt import PrefectDbtSettings
 
-    dbt_target: str = "duckdb"
-    snowflake_block: str = PROFILE_SNOWFLAKE_BLOCK
+    class TargetDbtSettings(PrefectDbtSettings):
+        dbt_target: str = "duckdb"
+        snowflake_block: str = PROFILE_SNOWFLAKE_BLOCK
 
-    def load_profiles_yml(self) -> dict[str, Any]:
-        """profiles.yml with the unused output dropped and the block names of this environment."""
-        return select_profile_target(super().load_profiles_yml(), target=self.dbt_target, snowflake_block=self.snowflake_block)
+        def load_profiles_yml(self) -> dict[str, Any]:
+            """profiles.yml with the unused output dropped and the block names of this environment."""
+            return select_profile_target(super().load_profiles_yml(), target=self.dbt_target, snowflake_block=self.snowflake_block)
+
+    return TargetDbtSettings(**kwargs)
 
 
 @flow(name="build-warehouse", log_prints=True)
@@ -42,21 +59,57 @@ def build_warehouse(
     warehouse: str | None = None,
     settings_block: str | None = None,
     command: str = "build",
+    full_refresh: bool = False,
     config: PipelineConfig | None = None,
 ) -> dict[str, int]:
-    """Load the pseudonym map (and on Snowflake the raw tables), then run dbt on them."""
-    config = resolve_config(settings_block, base=config, lake=lake, warehouse=warehouse)
-    connect = config.snowflake_connect
+    """Build the warehouse from the lake's batches that arrived since the last build (every batch with full_refresh)."""
+    logger = get_run_logger()
+    steps = StepTimes()
+    with steps("configuration"):
+        config = resolve_config(settings_block, base=config, lake=lake, warehouse=warehouse)
+        check_lake_key(config.lake, config.secret)
     connector = None
     if config.dbt_target == "snowflake":
         from prefect_snowflake import SnowflakeConnector
 
-        connector = SnowflakeConnector.load(config.snowflake_connector_block)
-        load_snowflake(connector, config.lake, config.secret, connect)
+        with steps("plan and Snowflake load"):
+            connector = SnowflakeConnector.load(config.snowflake_connector_block)
+            plan = load_snowflake(connector, config.lake, config.secret, config.snowflake_connect, full_refresh=full_refresh)
     else:
-        Path(config.warehouse).parent.mkdir(parents=True, exist_ok=True)
-        write_pseudonym_map(config.lake, config.warehouse, config.secret)
+        with steps("plan"):
+            plan = plan_warehouse_build(config.lake, config.warehouse, full_refresh=full_refresh)
+    if plan.is_empty:
+        logger.info("Nothing new since the last build: no batch arrived in %s; no dbt run, no pseudonym map", config.lake)
+        counts = _count(config, connector)
+        logger.info("Warehouse unchanged (%s)", steps.line())
+        return counts
+    if connector is None:
+        with steps("pseudonym map"):
+            write_pseudonym_map(config.lake, config.warehouse, config.secret, plan)
+    result = _run_dbt(config, command, full_refresh=full_refresh, steps=steps)
+    if not result.success:
+        where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"
+        msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
+        raise WarehouseError(msg)
+    with steps("record build"):
+        if connector is None:
+            record_warehouse_build(config.warehouse, plan)
+        else:
+            record_snowflake_build(connector, config.snowflake_connect, plan)
+    with steps("count rows"):
+        counts = _count(config, connector)
+    logger.info("Warehouse built from %d batches: %s", len(plan.batches), counts)
+    logger.info("Build steps: %s", steps.line())
+    steps.report(key="warehouse-build-steps", description="Wall time of each step of the warehouse build")
+    return counts
 
+
+def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps: StepTimes) -> Any:  # noqa: ANN401 - dbt's result
+    """``dbt <command>`` through prefect-dbt (a task per model and test); dbt's parse and execution timed apart."""
+    start = time.perf_counter()
+    from prefect_dbt import PrefectDbtRunner  # seconds of imports: only when there is something to build
+
+    steps.add("import dbt", time.perf_counter() - start)
     env = dbt_environment(
         lake=config.lake,
         warehouse=config.warehouse,
@@ -65,27 +118,34 @@ def build_warehouse(
         snowflake_port=config.snowflake_port,
         snowflake_protocol=config.snowflake_protocol,
     )
-    settings = TargetDbtSettings(
+    target_dir = dbt_target_dir(config.warehouse, target=config.dbt_target, snowflake_block=config.snowflake_connector_block)
+    settings = _dbt_settings(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
+        target_path=target_dir,
         dbt_target=config.dbt_target,
         snowflake_block=config.snowflake_connector_block,
     )
+    args = [command, *(["--full-refresh"] if full_refresh else [])]
+    start = time.perf_counter()
     with temporary_environment(env):
         runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
         try:
-            result = runner.invoke([command])
+            result = runner.invoke(args)
         finally:
-            close_dbt_duckdb()  # else this process keeps the warehouse file locked
-            remove_compiled_sql()
-    if not result.success:
-        where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"
-        msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
-        raise WarehouseError(msg)
+            close_dbt_duckdb()
+            remove_compiled_sql(target_dir)
+    total = time.perf_counter() - start
+    executed = float(getattr(getattr(result, "result", None), "elapsed_time", 0.0) or 0.0)
+    steps.add("dbt parse and start", max(0.0, total - executed))
+    steps.add(f"dbt {command} (models and tests)", executed)
+    return result
+
+
+def _count(config: PipelineConfig, connector: Any) -> dict[str, int]:  # noqa: ANN401 - a SnowflakeConnector block
     if connector is None:
-        counts = count_rows(Path(config.warehouse))
-    else:
-        with snowflake_session(connector, connect) as connection:
-            counts = count_rows_snowflake(connection)
-    get_run_logger().info("Warehouse built: %s", counts)
-    return counts
+        return count_rows(Path(config.warehouse)) if Path(config.warehouse).exists() else {}
+    from tasks.warehouse.snowflake import snowflake_session
+
+    with snowflake_session(connector, config.snowflake_connect) as connection:
+        return count_rows_snowflake(connection)

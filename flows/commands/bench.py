@@ -15,10 +15,11 @@ import os
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench`` and its benchmarks."""
     bench = subparsers.add_parser("bench", help="benchmarks that print figures against a reference measured in the same run")
-    kinds = bench.add_subparsers(dest="benchmark", required=True, metavar="{extract,previews,ingest}")
+    kinds = bench.add_subparsers(dest="benchmark", required=True, metavar="{extract,previews,ingest,events}")
     _add_extract(kinds)
     _add_previews(kinds)
     _add_ingest(kinds)
+    _add_events(kinds)
 
 
 def _add_extract(kinds: argparse._SubParsersAction) -> None:
@@ -78,15 +79,37 @@ def _add_ingest(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
-    p.set_defaults(func=_run("benchmarks.ingest"))
+    p.add_argument(
+        "--increments",
+        action="store_true",
+        help="instead of the variants: per size, `python -m flows ingest` (dbt included) of the lake, then of 4 new "
+        "files, then with nothing new (and `warehouse` with nothing new); wall time and peak RSS side by side",
+    )
+    p.set_defaults(func=_run("benchmarks.ingest", increments="benchmarks.increments"))
 
 
-def _run(module: str):  # noqa: ANN202 - the command function argparse calls
-    """The command: import the benchmark only when it runs (``--help`` stays fast), hand it the options."""
+def _add_events(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "events",
+        help="seconds from S3 uploads to warehouse rows, each hop: moto S3/SQS, the bridge, a local server, a process worker",
+    )
+    p.add_argument("--files", type=int, default=4, help="files uploaded (default 4, small profile)")
+    p.add_argument("--window", type=float, default=2.0, help="the bridge's burst window in seconds (default 2)")
+    p.add_argument("--poll", type=int, default=2, help="the worker's polling interval in seconds (default 2)")
+    p.add_argument("--workdir", default=None, help="where the uploads, lake and logs go (default: a temp dir)")
+    p.set_defaults(func=_run("benchmarks.events"))
+
+
+def _run(module: str, **flags: str):  # noqa: ANN202 - the command function argparse calls
+    """The command: import the benchmark only when it runs (``--help`` stays fast), hand it the options.
+
+    ``flags`` name another module for a boolean option (``--increments`` of ``bench ingest``).
+    """
 
     def command(args: argparse.Namespace) -> int:
         import importlib
 
-        return importlib.import_module(module).main(args)
+        chosen = next((m for flag, m in flags.items() if getattr(args, flag, False)), module)
+        return importlib.import_module(chosen).main(args)
 
     return command

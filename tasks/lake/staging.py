@@ -84,9 +84,6 @@ def staging_turn(source: str) -> AbstractContextManager:
 
 
 _FOLDER_STAGING = threading.Lock()
-#: Threads that copy and hash a folder batch into the raw zone: reads, writes and SHA-256
-#: release the interpreter, so staging is not held to one core while extraction waits for it.
-COPY_THREADS = 2
 
 
 def stage_batch(
@@ -169,7 +166,7 @@ def stage_batch(
             upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket, max_concurrency=n)
             local = {o.key: root / o.key for o in objects}
         else:
-            copies = copy_local_objects(root, Path(lake) / RAW_ZONE, objects, threads=COPY_THREADS)
+            copies = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
             local = {o.key: c.path for o, c in zip(objects, copies, strict=True)}
             known = {o.key: (c.sha256, c.head[:4] in ZIP_MAGIC) for o, c in zip(objects, copies, strict=True)}
     out.skipped = sorted(failed)

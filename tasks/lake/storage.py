@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,44 +111,20 @@ class RawCopy:
     head: bytes  # the first bytes: enough to tell a ZIP archive
 
 
-def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo], *, threads: int = 1) -> list[RawCopy]:
+def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo]) -> list[RawCopy]:
     """Copy objects from a source folder into the raw zone, keeping their keys; hash them on the way.
 
     An object whose raw copy already has the same size and modification time is not
     copied again (a re-run reads it once, for its hash). Copies go to a temporary name
     first and are renamed, so a killed run never leaves a partial file under a real key.
 
-    Parameters
-    ----------
-    root, raw_dir : Path
-        The source folder and the raw zone.
-    objects : sequence of ObjectInfo
-    threads : int, default 1
-        Threads that copy slices of ``objects`` side by side: reads, writes and SHA-256
-        release the interpreter, so a batch's staging uses more than one core.
-
     Returns
     -------
     list of RawCopy
         One per object, in the order given.
     """
-    step = -(-len(objects) // max(1, threads))
-    if threads <= 1 or len(objects) < 2 * _COPY_SLICE:
-        return _copy_local_slice(os.fspath(root), os.fspath(raw_dir), objects)
-    # slices of a few dozen files: an even share per thread, without one pool task per file
-    step = max(_COPY_SLICE, min(step, 4 * _COPY_SLICE))
-    slices = [objects[i : i + step] for i in range(0, len(objects), step)]
-    with ThreadPoolExecutor(threads, thread_name_prefix="raw-copy") as pool:
-        parts = pool.map(lambda part: _copy_local_slice(os.fspath(root), os.fspath(raw_dir), part), slices)
-        return [copy for part in parts for copy in part]
-
-
-#: Files a staging thread copies per turn.
-_COPY_SLICE = 16
-
-
-def _copy_local_slice(root_dir: str, raw: str, objects: Sequence[ObjectInfo]) -> list[RawCopy]:
     out: list[RawCopy] = []
+    root_dir, raw = os.fspath(root), os.fspath(raw_dir)
     for obj in objects:  # str paths and os calls: pathlib costs as much as the copy of a small file
         src = os.path.join(root_dir, obj.key)
         dst = os.path.join(raw, obj.key)

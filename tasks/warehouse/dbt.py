@@ -99,14 +99,27 @@ def _rename_block(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def remove_compiled_sql(project_dir: Path = DBT_PROJECT_DIR) -> None:
-    """Delete dbt's compiled and run SQL (target/compiled, target/run).
+def dbt_target_dir(warehouse: str, *, target: str, snowflake_block: str | None = None) -> Path:
+    """dbt's target path of one warehouse: beside the DuckDB file (``.dbt-<stem>``), one per Snowflake block.
+
+    It keeps dbt's partial parsing state between builds of that warehouse; builds of
+    different warehouses never share it (a shared one made each reparse fully, and two
+    concurrent builds overwrite each other's files).
+    """
+    path = Path(warehouse)
+    name = path.stem if target == "duckdb" else f"snowflake-{snowflake_block or PROFILE_SNOWFLAKE_BLOCK}"
+    return path.parent / f".dbt-{name}"
+
+
+def remove_compiled_sql(target_dir: Path) -> None:
+    """Delete dbt's compiled and run SQL (``compiled/``, ``run/`` of the target path).
 
     They hold no key material, but they do hold the literal SQL of every model; the
-    warehouse is the place for data, not the project folder.
+    warehouse is the place for data. The parsing state (``partial_parse.msgpack``,
+    ``manifest.json``) stays: it holds the project's files and hashes, no data.
     """
     for sub in ("compiled", "run"):
-        shutil.rmtree(project_dir / "target" / sub, ignore_errors=True)
+        shutil.rmtree(target_dir / sub, ignore_errors=True)
 
 
 def count_rows(warehouse: Path, schema: str = "processed") -> dict[str, int]:

@@ -19,6 +19,7 @@ DuckDB and Snowflake get byte-identical pseudonyms.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -58,7 +59,7 @@ def identifier_columns(rules: list[Rule]) -> dict[str, list[str]]:
     return out
 
 
-def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
+def collect_identifiers(lake: str, rules: list[Rule], files: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """Distinct values of every pseudonymized column in the lake's raw tables.
 
     Parameters
@@ -68,16 +69,25 @@ def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
         endpoint and credentials from the standard AWS environment, as dbt-duckdb does);
         tables are read from ``tables/<entity>/**/*.parquet``.
     rules : list of Rule
+    files : mapping of str to sequence of str, optional
+        Only these files per entity (paths relative to the lake root): the batches of an
+        incremental build. Every file of the lake if None.
 
     Returns
     -------
     list of str
         Sorted, without nulls and empty strings.
     """
+    root = lake.rstrip("/") if "://" in lake else str(Path(lake))
     selects = []
     for entity, columns in identifier_columns(rules).items():
-        root = lake.rstrip("/") if "://" in lake else str(Path(lake))
-        source = f"read_parquet('{root}/tables/{entity}/**/*.parquet', union_by_name = true)"
+        if files is None:
+            source = f"read_parquet('{root}/tables/{entity}/**/*.parquet', union_by_name = true)"
+        else:
+            paths = [f"{root}/{p}" for p in files.get(entity, ())]
+            if not paths:
+                continue
+            source = f"read_parquet([{', '.join(_sql_string(p) for p in paths)}], union_by_name = true)"
         for column in columns:
             expr = DERIVED_KEYS.get(column, f'"{column}"')
             selects.append(f"select cast({expr} as varchar) as v from {source}")
@@ -90,6 +100,10 @@ def collect_identifiers(lake: str, rules: list[Rule]) -> list[str]:
 
             con.register_filesystem(s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False))
         return [row[0] for row in con.execute(sql).fetchall()]
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def pseudonym_table(values: list[str], secret: str) -> pa.Table:
@@ -119,12 +133,30 @@ def pseudonym_table(values: list[str], secret: str) -> pa.Table:
     )
 
 
-def write_pseudonyms_duckdb(database: Path, table: pa.Table, *, schema: str = "internal") -> int:
-    """Replace ``<schema>.deid_pseudonyms`` in a DuckDB file (the map's own file); return its rows."""
+def write_pseudonyms_duckdb(database: Path, table: pa.Table, *, schema: str = "internal", replace: bool = True) -> int:
+    """Write ``<schema>.deid_pseudonyms`` in a DuckDB file (the map's own file); return the rows added.
+
+    Parameters
+    ----------
+    database : Path
+    table : pyarrow.Table
+        Rows of :func:`pseudonym_table`.
+    replace : bool
+        Replace the map (a full refresh); otherwise add the identifiers it lacks, so an
+        increment costs what it adds.
+    """
     database.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(database)) as con:
         con.execute(f"create schema if not exists {schema}")
         con.register("pseudonyms_arrow", table)
-        con.execute(f"create or replace table {schema}.deid_pseudonyms as select * from pseudonyms_arrow")
+        if replace:
+            con.execute(f"create or replace table {schema}.deid_pseudonyms as select * from pseudonyms_arrow")
+            added = table.num_rows
+        else:
+            con.execute(f"create table if not exists {schema}.deid_pseudonyms as select * from pseudonyms_arrow limit 0")
+            added = con.execute(
+                f"insert into {schema}.deid_pseudonyms select * from pseudonyms_arrow "
+                f"where original not in (select original from {schema}.deid_pseudonyms)"
+            ).fetchone()[0]
         con.unregister("pseudonyms_arrow")
-    return table.num_rows
+    return added

@@ -1,4 +1,4 @@
-"""The warehouse's tasks before dbt runs: the pseudonym map, and the Snowflake load."""
+"""The warehouse's tasks around dbt: what to build, the pseudonym map, the Snowflake load, the record of a build."""
 
 from __future__ import annotations
 
@@ -10,31 +10,85 @@ from prefect.logging import get_run_logger
 
 from tasks.lake.files import disk_full_reported
 from tasks.retries import IO_RETRIES, SNOWFLAKE_RETRIES
+from tasks.warehouse.increments import BuildPlan
+
+
+def _files_per_table(plan: BuildPlan) -> dict[str, list[str]] | None:
+    if plan.full_refresh:
+        return None  # every file of the lake
+    out: dict[str, list[str]] = {}
+    for f in plan.files:
+        out.setdefault(f.table, []).append(f.path)
+    return out
+
+
+@task(name="plan-warehouse-build", cache_policy=NO_CACHE, **IO_RETRIES)
+def plan_warehouse_build(lake: str, warehouse: str, *, full_refresh: bool = False) -> BuildPlan:
+    """The lake's batches the DuckDB warehouse has not been built from; written to internal.build_files."""
+    from tasks.dicom.entities import ALL_TABLES
+    from tasks.warehouse.increments import list_lake_files, plan_build, read_loaded_files, write_build_files
+
+    loaded = set() if full_refresh else read_loaded_files(Path(warehouse))
+    plan = plan_build(list_lake_files(lake), loaded, full_refresh=full_refresh)
+    if not plan.is_empty:
+        with disk_full_reported(Path(warehouse).parent):
+            write_build_files(Path(warehouse), plan, ALL_TABLES)
+    get_run_logger().info("Build plan: %d batches, %d files%s", len(plan.batches), len(plan.files), " (full refresh)" if full_refresh else "")
+    return plan
+
+
+@task(name="record-warehouse-build", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_warehouse_build(warehouse: str, plan: BuildPlan) -> int:
+    """Record the files a successful DuckDB build read, so the next build skips them."""
+    from tasks.warehouse.increments import record_loaded_files
+
+    return record_loaded_files(Path(warehouse), plan)
 
 
 @task(name="write-pseudonym-map", cache_policy=NO_CACHE, **IO_RETRIES)
-def write_pseudonym_map(lake: str, warehouse: str, secret: str) -> int:
-    """Compute the pseudonym map of the lake and write it beside the DuckDB warehouse."""
+def write_pseudonym_map(lake: str, warehouse: str, secret: str, plan: BuildPlan) -> int:
+    """Add the identifiers of the build's batches to the pseudonym map beside the DuckDB warehouse (a full refresh rewrites it)."""
+    from tasks.warehouse.dbt import deid_database
     from tasks.warehouse.pseudonyms import collect_identifiers, pseudonym_table, read_rules, write_pseudonyms_duckdb
 
-    from tasks.warehouse.dbt import deid_database
-
-    table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
+    table = pseudonym_table(collect_identifiers(lake, read_rules(), _files_per_table(plan)), secret)
     with disk_full_reported(Path(warehouse).parent):
-        rows = write_pseudonyms_duckdb(deid_database(warehouse), table)
-    get_run_logger().info("Pseudonym map: %d identifiers", rows)
+        rows = write_pseudonyms_duckdb(deid_database(warehouse), table, replace=plan.full_refresh)
+    get_run_logger().info("Pseudonym map: %d identifiers added", rows)
     return rows
 
 
 @task(name="load-snowflake", cache_policy=NO_CACHE, **SNOWFLAKE_RETRIES)
-def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict) -> dict[str, int]:  # noqa: ANN001 - a SnowflakeConnector block
-    """Load the lake's raw tables and the pseudonym map into Snowflake (PUT + COPY INTO)."""
+def load_snowflake(connector, lake: str, secret: str, connect_kwargs: dict, *, full_refresh: bool = False) -> BuildPlan:  # noqa: ANN001 - a SnowflakeConnector block
+    """Load the batches Snowflake lacks into RAW (by batch: delete, then insert) and their identifiers into the map."""
+    from tasks.dicom.entities import ALL_TABLES
+    from tasks.warehouse.increments import list_lake_files, plan_build, schema_files
     from tasks.warehouse.pseudonyms import collect_identifiers, pseudonym_table, read_rules
-    from tasks.warehouse.snowflake import load_raw_tables, snowflake_session, write_pseudonyms_snowflake
+    from tasks.warehouse.snowflake import (
+        load_raw_batches,
+        read_loaded_files_snowflake,
+        snowflake_session,
+        write_build_files_snowflake,
+        write_pseudonyms_snowflake,
+    )
 
-    table = pseudonym_table(collect_identifiers(lake, read_rules()), secret)
     with snowflake_session(connector, connect_kwargs) as connection:
-        loaded = load_raw_tables(connection, Path(lake))
-        loaded["deid_pseudonyms"] = write_pseudonyms_snowflake(connection, table)
-    get_run_logger().info("Loaded into Snowflake: %s", loaded)
-    return loaded
+        loaded_before = set() if full_refresh else read_loaded_files_snowflake(connection)
+        plan = plan_build(list_lake_files(lake), loaded_before, full_refresh=full_refresh)
+        if plan.is_empty:
+            return plan
+        loaded = load_raw_batches(connection, Path(lake), plan)
+        write_build_files_snowflake(connection, [*plan.files, *schema_files(ALL_TABLES)])
+        table = pseudonym_table(collect_identifiers(lake, read_rules(), _files_per_table(plan)), secret)
+        loaded["deid_pseudonyms"] = write_pseudonyms_snowflake(connection, table, replace=full_refresh)
+    get_run_logger().info("Loaded into Snowflake (%d batches): %s", len(plan.batches), loaded)
+    return plan
+
+
+@task(name="record-snowflake-build", cache_policy=NO_CACHE, **SNOWFLAKE_RETRIES)
+def record_snowflake_build(connector, connect_kwargs: dict, plan: BuildPlan) -> int:  # noqa: ANN001 - a SnowflakeConnector block
+    """Record the files a successful Snowflake build loaded, so the next build skips them."""
+    from tasks.warehouse.snowflake import record_loaded_files_snowflake, snowflake_session
+
+    with snowflake_session(connector, connect_kwargs) as connection:
+        return record_loaded_files_snowflake(connection, plan)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -129,9 +130,11 @@ def stack(tmp_path_factory, moto_endpoint):
             "deid_secret='e2e-secret').save('e2e-local', overwrite=True)"
         )])
         s.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], timeout=600)
-        # as the docs say: no variable names the project, and the worker runs from another folder
+        # as the docs say: no variable names the project, and the worker runs from another folder;
+        # polling as prefect.yaml advises (Prefect's default: every 10 s)
         s.start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-process",
-                           "--type", "process", "--limit", "2"], cwd=root)
+                           "--type", "process", "--limit", "2"],
+                {**s.env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}, cwd=root)
         s.incoming, s.lake, s.warehouse = incoming, lake, warehouse
         yield s
     finally:
@@ -161,12 +164,11 @@ def _wait(predicate, timeout: float, what: str, stack: Stack | None = None, ever
 
 
 def _settled_runs(stack: Stack, *, want_ingest: int) -> list[dict] | None:
-    """All runs once at least `want_ingest` ingest runs and one dbt run after them are terminal."""
+    """All runs once at least `want_ingest` ingest runs (which build the warehouse themselves) are terminal."""
     runs = stack.flow_runs()
     ingest = [r for r in runs if r["deployment_name"] == "ingest-dicom/provider"]
-    dbt = [r for r in runs if r["deployment_name"] == "build-warehouse/rebuild"]
     busy = [r for r in runs if r["state_type"] not in TERMINAL and r["deployment_name"]]
-    if len(ingest) >= want_ingest and dbt and not busy:
+    if len(ingest) >= want_ingest and not busy:
         return runs
     return None
 
@@ -196,7 +198,8 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
     for r in runs:
         by_deployment.setdefault(r["deployment_name"], []).append(r["state_type"])
     assert set(by_deployment["ingest-dicom/provider"]) == {"COMPLETED"}, (by_deployment, stack.logs())
-    assert set(by_deployment["build-warehouse/rebuild"]) == {"COMPLETED"}, (by_deployment, stack.logs())
+    # the provider run built the warehouse itself: no second deployment hop
+    assert "build-warehouse/rebuild" not in by_deployment, by_deployment
     assert all(r["deployment_name"] for r in runs), "every run came from a deployment"
     with duckdb.connect(str(stack.warehouse), read_only=True) as con:
         images = con.sql("select count(*) from processed.images").fetchone()[0]
@@ -222,7 +225,37 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
     assert any(
         e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed
     )
+    assert all(e["resource"]["dicom.build_requested"] == "false" for e in completed)
     assert _events(stack, "dicom.batch.written")
+
+
+def test_ingest_completed_starts_a_build_only_when_asked(stack):
+    """`dicom.ingest.completed` starts build-warehouse/rebuild only with build_requested, with the run's settings block."""
+    from uuid import uuid4
+
+    before = {r["id"] for r in stack.flow_runs()}
+
+    def completed(requested: bool) -> dict:
+        return {
+            "id": str(uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": "dicom.ingest.completed",
+            "resource": {"prefect.resource.id": f"dicom.ingest.{uuid4()}", "dicom.has_new_rows": "true",
+                         "dicom.warehouse_built": "false", "dicom.build_requested": "true" if requested else "false"},
+            "payload": {"source": str(stack.incoming), "lake": str(stack.lake), "warehouse": str(stack.warehouse),
+                        "settings_block": "e2e-local", "files": 1, "new_rows": {"images": 1}, "rejected": {}},
+        }
+
+    httpx.post(f"{stack.api}/events", json=[completed(False), completed(True)], timeout=30).raise_for_status()
+
+    def rebuilt():
+        runs = [r for r in stack.flow_runs() if r["id"] not in before and r["deployment_name"] == "build-warehouse/rebuild"]
+        return runs if runs and all(r["state_type"] in TERMINAL for r in runs) else None
+
+    runs = _wait(rebuilt, 600, "the requested warehouse build to finish", stack, every=2)
+    time.sleep(3)  # a second (unrequested) run would have been scheduled by now
+    runs = [r for r in stack.flow_runs() if r["id"] not in before and r["deployment_name"] == "build-warehouse/rebuild"]
+    assert len(runs) == 1, runs
+    assert runs[0]["state_type"] == "COMPLETED", stack.logs()
+    assert runs[0]["parameters"]["settings_block"] == "e2e-local"
 
 
 def _events(stack: Stack, name: str) -> list[dict]:
@@ -272,9 +305,7 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
     def new_runs_done():
         runs = [r for r in stack.flow_runs() if r["id"] not in before]
         ingest = [r for r in runs if r["deployment_name"] == "ingest-dicom/provider"]
-        if ingest and all(r["state_type"] in TERMINAL for r in runs) and any(
-            r["deployment_name"] == "build-warehouse/rebuild" for r in runs
-        ):
+        if ingest and all(r["state_type"] in TERMINAL for r in runs):
             return runs
         return None
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pydicom
 import pytest
 
 from tasks.dicom.synthetic import generate_studies
@@ -16,7 +19,9 @@ SECRET = "duckdb-test-secret"
 
 @pytest.fixture(scope="session")
 def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
-    """Lake from pydicom's files + a synthetic set; warehouse built, rebuilt, re-ingested, extended."""
+    """Lake from pydicom's files + a synthetic set; warehouse built, rebuilt, re-ingested, extended,
+    then increments in a random order (a changed object, a duplicate conflict, a late batch),
+    and the same lake built again with a full refresh."""
     from flows.warehouse import build_warehouse
 
     root = tmp_path_factory.mktemp("dbt_duckdb")
@@ -29,7 +34,7 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
     t0 = datetime.now(UTC) - timedelta(hours=1)
     build_lake(source, lake, secret=SECRET, ingested_at=t0, export_judge=pixels_as_they_are)
     first = build_warehouse(lake=str(lake), warehouse=str(warehouse))
-    rerun = build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    rerun_state = build_warehouse(lake=str(lake), warehouse=str(warehouse), return_state=True)
     # the same files ingested again (same batches, later ingest time)
     build_lake(source, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=10), export_judge=pixels_as_they_are)
     reingested = build_warehouse(lake=str(lake), warehouse=str(warehouse))
@@ -40,13 +45,51 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
     extended = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     # a separate warehouse from the same lake and key: a separate run
     other = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"))
+    for step, increment in enumerate(random.Random(16).sample(INCREMENTS, len(INCREMENTS)), start=3):
+        folder = root / f"increment-{increment.__name__}"
+        when = increment(folder, source)
+        build_lake(folder, lake, secret=SECRET, ingested_at=when or t0 + timedelta(minutes=10 * step))
+        build_warehouse(lake=str(lake), warehouse=str(warehouse))
+    # every batch again, into the warehouse built separately above
+    refreshed = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"), full_refresh=True)
     mp.undo()
     return {
         "root": root, "source": source, "more": more, "lake": lake, "warehouse": warehouse,
-        "other": root / "other.duckdb", "first": first, "rerun": rerun, "reingested": reingested,
-        "extended": extended, "other_counts": other,
+        "other": root / "other.duckdb", "first": first, "rerun": rerun_state.result(),
+        "rerun_run_id": rerun_state.state_details.flow_run_id, "reingested": reingested,
+        "extended": extended, "other_counts": other, "refreshed": refreshed,
     }
 
+
+def _changed_object(folder: Path, source: Path) -> None:
+    """A provider object sent again with other content: same key, new ETag (a corrected description)."""
+    # the first synthetic key of the lake: its study's row comes from this file
+    original = min((p for p in (source / "synthetic").rglob("*") if p.is_file()), key=lambda p: p.relative_to(source).as_posix())
+    ds = pydicom.dcmread(original)
+    ds.StudyDescription = "CORRECTED"
+    ds.SeriesDescription = "CORRECTED SERIES"
+    path = folder / original.relative_to(source)
+    path.parent.mkdir(parents=True)
+    ds.save_as(path)
+
+
+def _duplicate_conflict(folder: Path, source: Path) -> None:
+    """The same SOPInstanceUID with another content, under a key that sorts first (it wins deduplication)."""
+    path = sorted((source / "synthetic").rglob("*.dcm"))[1]
+    ds = pydicom.dcmread(path)
+    ds.InstanceNumber = 999
+    ds.ImageComments = "re-sent"
+    (folder / "aaa").mkdir(parents=True)
+    ds.save_as(folder / "aaa" / "conflict.dcm")
+
+
+def _late_batch(folder: Path, source: Path) -> datetime:
+    """New patients whose batch arrives after later ones were built: ingested before them, in an old partition."""
+    generate_studies(folder / "late", patients=1, studies_per_patient=1, series_per_study=1, images_per_series=2, seed=5)
+    return datetime.now(UTC) - timedelta(days=2)
+
+
+INCREMENTS = [_changed_object, _duplicate_conflict, _late_batch]
 
 
 @pytest.fixture(scope="session")

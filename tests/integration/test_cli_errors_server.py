@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.cli import one_line_failures
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 
 def _closed_port() -> int:
@@ -46,17 +43,6 @@ def test_unknown_settings_block_and_unreachable_snowflake_are_one_line(prefect_s
     }
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "DICOM_ETL_DEID_SECRET": "x"}
     env.pop("DICOM_ETL_SETTINGS_BLOCK", None)
-    procs = {
-        argv: subprocess.Popen([sys.executable, "-m", "flows", *argv], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for argv in cases
-    }
-    failures = []
-    for argv, proc in procs.items():
-        _, err = proc.communicate(timeout=300)
-        code, words = cases[argv]
-        lines = err.splitlines()
-        if proc.returncode != code or len(lines) != 1 or not all(w in lines[0] for w in words):
-            failures.append(f"{' '.join(argv)}: exit {proc.returncode}, stderr:\n{err[-1500:]}")
+    failures = one_line_failures(cases, env)
     assert not failures, "\n\n".join(failures)
     assert not list(lake.glob("manifest/*")), "nothing was ingested before Snowflake was found unreachable"

@@ -20,7 +20,8 @@ from tests.integration.lakes import build_lake
 from tests.integration.phi import collect_phi, find_phi
 from tests.runs import task_runs
 
-pytestmark = pytest.mark.integration
+# the module fixture builds the warehouse three times (seconds each on an idle machine)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 SECRET = "snowflake-test-secret"
 
 
@@ -71,8 +72,15 @@ def snowflake_built(prefect_server, fakesnow_server, snowflake_lake) -> dict:
 
     _save_blocks(fakesnow_server, snowflake_lake["lake"], name="test-snowflake-env", database="DICOM")
     first = build_warehouse(settings_block="test-snowflake-env")
+    raw_after_first = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
     second = build_warehouse(settings_block="test-snowflake-env")
-    return {"first": first, "second": second}
+    raw_after_second = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
+    refreshed = build_warehouse(settings_block="test-snowflake-env", full_refresh=True)
+    raw_after_refresh = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
+    return {
+        "first": first, "second": second, "refreshed": refreshed,
+        "raw": [raw_after_first, raw_after_second, raw_after_refresh],
+    }
 
 
 def _query(server: dict, sql: str) -> list[tuple]:
@@ -89,6 +97,16 @@ def test_processed_tables_built_on_snowflake(snowflake_built, fakesnow_server):
     assert snowflake_built["second"] == snowflake_built["first"]
     n, distinct = _query(fakesnow_server, "select count(*), count(distinct sop_instance_pseudo_uid) from processed.images")[0]
     assert n == distinct
+
+
+def test_raw_tables_hold_each_lake_row_once_however_often_built(snowflake_built, snowflake_lake):
+    """Loads go by batch: a second build and a full refresh leave RAW as the lake holds it."""
+    lake_rows = duckdb.sql(
+        f"select count(*), count(distinct source_key) from read_parquet('{snowflake_lake['lake']}/tables/images/**/*.parquet')"
+    ).fetchone()
+    assert lake_rows[0] > 0
+    assert snowflake_built["raw"] == [lake_rows] * 3
+    assert snowflake_built["refreshed"] == snowflake_built["first"]
 
 
 def test_snowflake_pseudonyms_match_python(snowflake_built, fakesnow_server, snowflake_lake):

@@ -8,11 +8,9 @@ the time of its slowest Python start.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli import one_line_failures
 
 
 def _unwritable(tmp_path: Path) -> str:
@@ -50,16 +48,5 @@ def test_each_bad_input_is_one_line_and_a_non_zero_exit(tmp_path):
     }
     env = os.environ | {"DICOM_ETL_DEID_SECRET": "x", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     env.pop("DICOM_ETL_SETTINGS_BLOCK", None)
-    procs = {
-        argv: subprocess.Popen([sys.executable, "-m", "flows", *argv], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for argv in cases
-    }
-    failures = []
-    for argv, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        code, words = cases[argv]
-        lines = err.splitlines()
-        if proc.returncode != code or len(lines) != 1 or not all(w in lines[0] for w in words):
-            failures.append(f"{' '.join(argv)}: exit {proc.returncode}, stderr:\n{err[-1500:]}")
+    failures = one_line_failures(cases, env)
     assert not failures, "\n\n".join(failures)

@@ -1,11 +1,12 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
+-- depends_on: {{ source('build', 'build_files') }}
 {#- The de-identified DICOM files of the deid/ zone, one row per image: exported, or withheld
     with a reason. The file is named by the image pseudonym (tasks/deid/export.py) and its
-    header carries the same pseudonymous UIDs as these rows. -#}
+    header carries the same pseudonymous UIDs as these rows. #}
 with exports as (
-    select * from {{ ref('stg_deid_exports') }}
+    select * from {{ ref('stg_deid_exports') }} as exports
     {% if is_incremental() %}
-    where ingested_at > (select max(ingested_at) from {{ this }})
+    where {{ in_build('exports') }}
     {% endif %}
 ),
 

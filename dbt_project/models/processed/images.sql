@@ -1,11 +1,12 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
+-- depends_on: {{ source('build', 'build_files') }}
 -- depends_on: {{ ref('internal_anonymization_rules') }}
 -- depends_on: {{ ref('internal_column_types') }}
 {#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with images as (
-    select * from {{ ref('stg_images') }}
+    select * from {{ ref('stg_images') }} as images
     {% if is_incremental() %}
-    where ingested_at > (select max(ingested_at) from {{ this }})
+    where {{ study_in_build('images') }}
     {% endif %}
 ),
 

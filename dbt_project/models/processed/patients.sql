@@ -1,11 +1,12 @@
 {{ config(unique_key='patient_pseudo_id') }}
+-- depends_on: {{ source('build', 'build_files') }}
 -- depends_on: {{ ref('internal_anonymization_rules') }}
 -- depends_on: {{ ref('internal_column_types') }}
 {#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with patients as (
-    select * from {{ ref('stg_patients') }}
+    select * from {{ ref('stg_patients') }} as patients
     {% if is_incremental() %}
-    where ingested_at > (select max(ingested_at) from {{ this }})
+    where {{ in_build('patients') }}
     {% endif %}
 ),
 

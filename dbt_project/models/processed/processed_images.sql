@@ -1,12 +1,39 @@
 {{ config(unique_key='sop_instance_pseudo_uid') }}
+-- depends_on: {{ source('build', 'build_files') }}
+-- depends_on: {{ ref('stg_images') }}
+-- depends_on: {{ ref('stg_studies') }}
 {#- Images with their preview JPEG. The preview was named in Python by the image's
     pseudonym (tasks/pixels/preview.py); the join goes through the same pseudonym map.
     pixel_deid_status: not_needed (triage), cleaned (burned-in text removed and verified by
     OCR; adds 113101 Clean Pixel Data) or withheld (an unresolved burned_in_text error of
-    stage pixels: no preview). docs/images-and-privacy.md -#}
+    stage pixels: no preview). docs/images-and-privacy.md #}
 with images as (
     select * from {{ ref('images') }}
 ),
+
+{% if is_incremental() -%}
+-- the images rebuilt in this build (the same rows as processed.images rebuilt), and those
+-- whose preview or withheld state came with this build
+changed as (
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_images') }} as changed_images
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_images.sop_instance_uid
+    where {{ study_in_build('changed_images') }}
+    union
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_previews') }} as changed_previews
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_previews.sop_instance_uid
+    where {{ in_build('changed_previews') }}
+    union
+    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
+    from {{ ref('stg_ingest_errors') }} as changed_errors
+    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
+        on deid_changed.original = changed_errors.sop_instance_uid
+    where {{ in_build('changed_errors') }}
+),
+{%- endif %}
 
 previews as (
     select
@@ -79,5 +106,5 @@ joined as (
 
 select * from joined
 {% if is_incremental() %}
-where ingested_at > (select max(ingested_at) from {{ this }})
+where sop_instance_pseudo_uid in (select sop_instance_pseudo_uid from changed)
 {% endif %}

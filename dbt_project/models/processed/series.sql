@@ -1,12 +1,13 @@
 {{ config(unique_key='series_pseudo_uid') }}
+-- depends_on: {{ source('build', 'build_files') }}
 -- depends_on: {{ ref('internal_anonymization_rules') }}
 -- depends_on: {{ ref('internal_column_types') }}
 -- depends_on: {{ ref('stg_phi_terms') }}
 {#- The column list and the pseudonym joins come from the internal_anonymization_rules seed (macros/deid.sql). #}
 with series as (
-    select * from {{ ref('stg_series') }}
+    select * from {{ ref('stg_series') }} as series
     {% if is_incremental() %}
-    where ingested_at > (select max(ingested_at) from {{ this }})
+    where {{ study_in_build('series') }} or {{ descriptor_has_new_term('series', 'series') }}
     {% endif %}
 ),
 

@@ -1,5 +1,7 @@
+{{ config(unique_key='sop_instance_uid') }}
+{#- Incremental: this build's batches merged with the rows held for their keys (macros/increments.sql). #}
 with source as (
-    select * from {{ source('raw', 'deid_exports') }}
+    select * from {{ raw_rows('deid_exports') }}
 ),
 
 renamed as (
@@ -18,9 +20,14 @@ renamed as (
     from source
 ),
 
+candidates as (
+    {{ merge_with_existing('renamed', 'sop_instance_uid') }}
+),
+
 deduplicated as (
     select *
-    from renamed
+    from candidates
+    where sop_instance_uid is not null
     -- the latest batch wrote the file; within a batch, the exported row of a repeated UID
     qualify row_number() over (
         partition by sop_instance_uid

@@ -1,7 +1,9 @@
+{{ config(unique_key='device_key') }}
 -- depends_on: {{ ref('internal_column_types') }}
-{#- Columns and casts come from the internal_column_types seed (macros/seeds.sql). #}
+{#- Columns and casts come from the internal_column_types seed (macros/seeds.sql). Incremental:
+    this build's batches merged with the rows held for their keys (macros/increments.sql). #}
 with source as (
-    select * from {{ source('raw', 'devices') }}
+    select * from {{ raw_rows('devices') }}
 ),
 
 renamed as (
@@ -13,9 +15,14 @@ renamed as (
     from source
 ),
 
+candidates as (
+    {{ merge_with_existing('renamed', 'device_key') }}
+),
+
 deduplicated as (
     select *
-    from renamed
+    from candidates
+    where device_key is not null
     qualify row_number() over (partition by device_key order by source_key, ingested_at desc) = 1
 )
 

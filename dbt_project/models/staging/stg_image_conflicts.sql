@@ -1,21 +1,22 @@
+{{ config(materialized='view') }}
 -- SOP instances delivered with more than one content (content_hash) across all batches:
 -- one row per version of each conflicting SOPInstanceUID. Raw keeps every copy; this
 -- lists them so "latest row wins" is never trusted blindly. Holds UIDs (internal).
 with source as (
-    select * from {{ source('raw', 'images') }}
+    select * from {{ ref('stg_image_versions') }}
 ),
 
 versions as (
     select
-        SOPInstanceUID as sop_instance_uid,
+        sop_instance_uid,
         content_hash,
         count(*) as copies,
         min(source_key) as first_source_key,
         min(ingested_at) as first_ingested_at,
         max(ingested_at) as last_ingested_at
     from source
-    where SOPInstanceUID is not null and content_hash is not null
-    group by SOPInstanceUID, content_hash
+    where sop_instance_uid is not null and content_hash is not null
+    group by sop_instance_uid, content_hash
 ),
 
 counted as (

@@ -1,5 +1,6 @@
+{{ config(unique_key='sop_instance_uid') }}
 with source as (
-    select * from {{ source('raw', 'previews') }}
+    select * from {{ raw_rows('previews') }}
 ),
 
 renamed as (
@@ -18,9 +19,14 @@ renamed as (
     from source
 ),
 
+candidates as (
+    {{ merge_with_existing('renamed', 'sop_instance_uid') }}
+),
+
 deduplicated as (
     select *
-    from renamed
+    from candidates
+    where sop_instance_uid is not null
     qualify row_number() over (partition by sop_instance_uid order by source_key, ingested_at desc) = 1
 )
 
