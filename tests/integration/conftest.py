@@ -48,7 +48,10 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
     for step, increment in enumerate(random.Random(16).sample(INCREMENTS, len(INCREMENTS)), start=3):
         folder = root / f"increment-{increment.__name__}"
         when = increment(folder, source)
-        build_lake(folder, lake, secret=SECRET, ingested_at=when or t0 + timedelta(minutes=10 * step))
+        build_lake(
+            folder, lake, secret=SECRET, ingested_at=when or t0 + timedelta(minutes=10 * step),
+            export_judge=pixels_as_they_are,
+        )
         build_warehouse(lake=str(lake), warehouse=str(warehouse))
     # every batch again, into the warehouse built separately above
     refreshed = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"), full_refresh=True)

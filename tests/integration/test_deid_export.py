@@ -40,9 +40,9 @@ def exported(duckdb_built) -> dict:
     for image_id, key, source_key, status in raw:
         if status != "exported":
             continue
-        original = duckdb_built["source"] / source_key
-        if not original.exists():
-            original = duckdb_built["more"] / source_key
+        # the input folder that held it: the first lake, the extension, or an increment (the latest)
+        folders = [*sorted(duckdb_built["root"].glob("increment-*")), duckdb_built["source"], duckdb_built["more"]]
+        original = next((f / source_key for f in folders if (f / source_key).is_file()), duckdb_built["source"] / source_key)
         files[image_id] = {"key": key, "original": original, "ds": pydicom.dcmread(lake / key)}
     return files
 
@@ -110,9 +110,11 @@ def test_exported_files_join_the_warehouse(duckdb_built, exported):
         dates += study_date is not None
         if ds.get("AccessionNumber"):
             assert ds.AccessionNumber == accession[:16]
-        if "synthetic" in str(exported[image_id]["original"]):
+        if "synthetic" in str(exported[image_id]["original"]) and "CORRECTED" not in f"{sdesc}{rdesc}":
             # pydicom's files share study and series UIDs with other descriptions: the warehouse
-            # keeps one file's; and it cleans against the whole lake's names (docs/deid-export.md)
+            # keeps one file's; and it cleans against the whole lake's names (docs/deid-export.md).
+            # The changed object corrected its study's and series' descriptions; the other files
+            # of that series keep their own.
             assert ds.get("StudyDescription", "") == (sdesc or "")
             assert ds.get("SeriesDescription", "") == (rdesc or "")
             descriptions += 1
