@@ -77,10 +77,8 @@ def test_killed_and_resumed_run_equals_clean_run(seed, corpus, env, clean_run, t
     if not finished_first:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    # the kill landed mid-run: the run was still going, and the lake records fewer batches than a whole run
+    # the kill landed mid-run: the run was still going (in any stage: listing, batches or the dbt build)
     assert not finished_first and proc.returncode == -signal.SIGKILL, f"the run ended before the kill at {delay:.1f}s"
-    batches = len(list((tmp_path / "lake" / "manifest").glob("*.parquet")))
-    assert batches < len(list((clean_out / "lake" / "manifest").glob("*.parquet"))), f"all batches done by {delay:.1f}s"
 
     resumed = _ingest(corpus, tmp_path, env)
     output = resumed.communicate(timeout=900)[0].decode(errors="replace")
