@@ -68,6 +68,11 @@ class DicomPipelineSettings(Block):
         description="Also write de-identified DICOM files (deid/<xx>/<image pseudonym>.dcm) with the "
         "warehouse's pseudonyms, UIDs and date shifts; images whose pixels are not verified clean are withheld.",
     )
+    dbt_node_tasks: bool = Field(
+        default=False,
+        description="One Prefect task run per dbt model and test (prefect-dbt) instead of one task for the whole "
+        "dbt build with a table of its nodes; costs ~10 s of API work per build.",
+    )
     aws_credentials_block: str | None = Field(
         default=None, description="Name of the AwsCredentials block (endpoint_url for S3-compatible stores)."
     )
@@ -107,13 +112,14 @@ ENV_VARS: dict[str, str] = {
     "pixel_text": "DICOM_ETL_PIXEL_TEXT",
     "s3_max_concurrency": "DICOM_ETL_S3_MAX_CONCURRENCY",
     "export_deid": "DICOM_ETL_EXPORT_DEID",
+    "dbt_node_tasks": "DICOM_ETL_DBT_NODE_TASKS",
     "deid_secret": SECRET_ENV,
 }
 BLOCK_ENV = "DICOM_ETL_SETTINGS_BLOCK"
 #: The values of pixel_text, as tasks.pixels.privacy.PIXEL_TEXT_MODES (not imported: it loads pydicom)
 PIXEL_TEXT_MODES = ("all", "sensitive", "none")
 _INTEGER_FIELDS = ("batch_size", "batch_bytes", "s3_max_concurrency")
-_BOOLEAN_FIELDS = ("export_deid",)
+_BOOLEAN_FIELDS = ("export_deid", "dbt_node_tasks")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -139,6 +145,8 @@ class PipelineConfig:
     #: burned-in text removal (tasks.pixels.privacy.PIXEL_TEXT_MODES)
     pixel_text: str = "all"
     export_deid: bool = False
+    #: prefect-dbt's task run per dbt node, instead of one task for the whole build
+    dbt_node_tasks: bool = False
     s3_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     deid_secret: SecretStr = field(repr=False)
     aws_credentials_block: str | None = None

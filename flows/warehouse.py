@@ -24,6 +24,7 @@ from tasks.warehouse.tasks import (
     plan_warehouse_build,
     record_snowflake_build,
     record_warehouse_build,
+    run_dbt,
     write_pseudonym_map,
 )
 from tasks.warehouse.dbt import (
@@ -32,6 +33,7 @@ from tasks.warehouse.dbt import (
     count_rows,
     count_rows_snowflake,
     dbt_environment,
+    dbt_failure_message,
     dbt_target_dir,
     remove_compiled_sql,
     select_profile_target,
@@ -89,8 +91,7 @@ def build_warehouse(
     result = _run_dbt(config, command, full_refresh=full_refresh, steps=steps)
     if not result.success:
         where = config.warehouse if connector is None else f"Snowflake ({config.snowflake_connector_block})"
-        msg = f"dbt {command} failed on the warehouse {where}; see the dbt task runs of this flow for the failing model or test"
-        raise WarehouseError(msg)
+        raise WarehouseError(dbt_failure_message(result, command, where))
     with steps("record build"):
         if connector is None:
             record_warehouse_build(config.warehouse, plan)
@@ -105,9 +106,9 @@ def build_warehouse(
 
 
 def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps: StepTimes) -> Any:  # noqa: ANN401 - dbt's result
-    """``dbt <command>`` through prefect-dbt (a task per model and test); dbt's parse and execution timed apart."""
+    """``dbt <command>`` in one task (or prefect-dbt's task per model and test); dbt's parse and execution timed apart."""
     start = time.perf_counter()
-    from prefect_dbt import PrefectDbtRunner  # seconds of imports: only when there is something to build
+    import dbt.cli.main  # noqa: F401 - seconds of imports: only when there is something to build
 
     steps.add("import dbt", time.perf_counter() - start)
     env = dbt_environment(
@@ -129,9 +130,13 @@ def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps:
     args = [command, *(["--full-refresh"] if full_refresh else [])]
     start = time.perf_counter()
     with temporary_environment(env):
-        runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
         try:
-            result = runner.invoke(args)
+            if config.dbt_node_tasks:  # a task run per model and test: ~10 s of API work per build
+                from prefect_dbt import PrefectDbtRunner
+
+                result = PrefectDbtRunner(settings=settings, raise_on_failure=False).invoke(args)
+            else:
+                result = run_dbt(args, settings, project_dir=DBT_PROJECT_DIR, target_path=target_dir)
         finally:
             close_dbt_duckdb()
             remove_compiled_sql(target_dir)

@@ -144,3 +144,63 @@ def count_rows_snowflake(connection: Any, schema: str = "PROCESSED") -> dict[str
         }
     finally:
         cursor.close()
+
+
+#: dbt's info messages not forwarded: a START line per node (its result line follows)
+_QUIET_DBT_EVENTS = frozenset({"LogStartLine"})
+
+
+def invoke_dbt(
+    args: list[str],
+    *,
+    project_dir: Path,
+    profiles_dir: str | Path,
+    target_path: Path,
+    on_log: Any = None,  # noqa: ANN401 - a callable(level, message)
+) -> Any:  # noqa: ANN401 - dbt's dbtRunnerResult
+    """``dbt <args>`` through dbt-core's programmatic runner, in this process and thread.
+
+    dbt's own console output is off; its info, warning and error messages go to
+    ``on_log(level, message)`` (the run's logger), so they reach the Prefect UI.
+    """
+    from dbt.cli.main import dbtRunner
+
+    def forward(event: Any) -> None:  # noqa: ANN401 - dbt's EventMsg
+        level = event.info.level
+        quiet = event.info.name in _QUIET_DBT_EVENTS
+        if on_log is not None and level in ("info", "warn", "error") and not quiet and event.info.msg.strip():
+            on_log(level, event.info.msg)
+
+    runner = dbtRunner(callbacks=[forward])
+    # as flags: dbt checks its default ~/.dbt before keyword arguments replace it
+    return runner.invoke([
+        *args, "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir), "--target-path", str(target_path),
+        "--log-level", "none", "--no-use-colors",
+    ])
+
+
+def node_results(result: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - dbt's dbtRunnerResult
+    """One row per dbt node that ran: name, type, status, seconds, and the message of a failing test."""
+    rows = []
+    for r in getattr(getattr(result, "result", None), "results", None) or []:
+        node = r.node
+        status = str(getattr(r.status, "value", r.status))
+        kind = str(getattr(node.resource_type, "value", node.resource_type))
+        # a failing test's message is a count ("Got 4 results"); a model's database error may quote a value
+        message = (r.message or "") if kind == "test" and status == "fail" else ""
+        rows.append({"node": node.name, "type": kind, "status": status, "seconds": round(float(r.execution_time or 0.0), 3), "message": message})
+    return rows
+
+
+def dbt_failure_message(result: Any, command: str, where: str) -> str:  # noqa: ANN401 - dbt's dbtRunnerResult
+    """One line for a failed dbt invocation: the failing models and tests, or dbt's own error."""
+    failed = [
+        f"{r['type']} {r['node']} ({r['status']}{': ' + r['message'] if r['message'] else ''})"
+        for r in node_results(result) if r["status"] in ("error", "fail")
+    ]
+    exception = getattr(result, "exception", None)
+    if failed:
+        cause = "; ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    else:  # dbt stopped before any node ran (a project or connection error)
+        cause = str(exception).strip().splitlines()[0] if exception else "see the dbt task's log"
+    return f"dbt {command} failed on the warehouse {where}: {cause}; dbt's log is in this flow run's dbt task runs (Prefect UI)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -92,3 +94,25 @@ def record_snowflake_build(connector, connect_kwargs: dict, plan: BuildPlan) -> 
 
     with snowflake_session(connector, connect_kwargs) as connection:
         return record_loaded_files_snowflake(connection, plan)
+
+
+@task(name="dbt", cache_policy=NO_CACHE)
+def run_dbt(args: list[str], settings: Any, *, project_dir: Path, target_path: Path) -> Any:  # noqa: ANN401 - prefect-dbt settings, dbt's result
+    """One ``dbt`` invocation as one task run: dbt's messages in its logs, one row per model and test in an artifact.
+
+    Not retried: a failed model or test is data to fix, not a transient error.
+    """
+    from prefect.artifacts import create_table_artifact
+
+    from tasks.warehouse.dbt import invoke_dbt, node_results
+
+    logger = get_run_logger()
+    levels = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+    with settings.resolve_profiles_yml() as profiles_dir:
+        result = invoke_dbt(
+            args, project_dir=project_dir, profiles_dir=profiles_dir, target_path=target_path,
+            on_log=lambda level, msg: logger.log(levels[level], "%s", msg),
+        )
+    if rows := node_results(result):
+        create_table_artifact(rows, key="dbt-nodes", description=f"dbt {args[0]}: status and seconds of each model and test")
+    return result
