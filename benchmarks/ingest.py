@@ -211,7 +211,8 @@ def _run_s3(args: argparse.Namespace, work: Path) -> int:
             outputs = Path(tempfile.mkdtemp(prefix="outputs-", dir=work))
             try:
                 figures = run_side_by_side(corpus, outputs, latency_ms=args.s3_latency_ms, env=env,
-                                           batch_size=args.batch_size, max_concurrency=args.s3_max_concurrency)
+                                           batch_size=args.batch_size, max_concurrency=args.s3_max_concurrency,
+                                           split_cores=args.split_cores)
             finally:
                 shutil.rmtree(outputs, ignore_errors=True)
             print(f"N={n} ({args.profile})")

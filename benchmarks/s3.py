@@ -75,9 +75,10 @@ class Figures:
 class StandIn:
     """moto's S3 server and the latency proxy in a child process; request counts on demand."""
 
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, *, cores: set[int] | None = None) -> None:
         cmd = [sys.executable, "-m", "benchmarks.s3", "--serve", str(latency_ms)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=_root())
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=_root(),
+                                     preexec_fn=_pinned(cores))
         ready = json.loads(self.proc.stdout.readline())
         self.moto_url, self.proxy_url = ready["moto"], ready["proxy"]
 
@@ -130,11 +131,18 @@ def seed_provider(endpoint: str, corpus: Path, bucket: str, prefix: str) -> int:
                              max_concurrency=16)
 
 
-def timed_ingest(label: str, files: int, argv: list[str], env: Mapping[str, str], *, code_root: Path) -> Figures:
-    """Run ``python -m flows ingest`` with ``argv`` in a process of its own; its figures."""
+def _pinned(cores: set[int] | None):  # noqa: ANN202 - a preexec_fn or None
+    """A child's CPU affinity (its own children inherit it), or None to leave it."""
+    return None if cores is None else (lambda: os.sched_setaffinity(0, cores))
+
+
+def timed_ingest(
+    label: str, files: int, argv: list[str], env: Mapping[str, str], *, code_root: Path, cores: set[int] | None = None
+) -> Figures:
+    """Run ``python -m flows ingest`` with ``argv`` in a process of its own (on ``cores``, if given); its figures."""
     load_before = os.getloadavg()[0]
     done = subprocess.run([sys.executable, "-c", _TIMED_INGEST, "ingest", *argv], env=dict(env), cwd=code_root,
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, preexec_fn=_pinned(cores))
     if done.returncode != 0 or not done.stdout.strip():
         print(done.stdout[-3000:], done.stderr[-5000:], file=sys.stderr)
         msg = f"the {label} ingest failed (its output is above)"
@@ -152,6 +160,7 @@ def run_side_by_side(
     batch_size: int | None = None,
     max_concurrency: int | None = None,
     code_root: Path | None = None,
+    split_cores: bool = False,
 ) -> tuple[Figures, Figures, dict]:
     """Ingest ``corpus`` folder -> folder, then s3:// -> s3:// at ``latency_ms``; return both figures.
 
@@ -169,6 +178,9 @@ def run_side_by_side(
         ``--batch-size`` of both runs; ``s3_max_concurrency`` of the S3 run.
     code_root : Path, optional
         The checkout whose ``flows`` runs (another worktree, to compare with a former version).
+    split_cores : bool
+        Both ingests on core 0, moto and the proxy on core 1: the stand-in, which a real S3
+        runs on its own machines, then takes none of the ingest's CPU (both paths get one core).
 
     Returns
     -------
@@ -176,14 +188,15 @@ def run_side_by_side(
         ``stand_in`` holds the CPU seconds moto and the proxy spent in the S3 run.
     """
     code_root = code_root or _root()
+    ingest_cores, stand_in_cores = ({0}, {1}) if split_cores else (None, None)
     files = sum(1 for p in corpus.rglob("*") if p.is_file())
     extra = ["--no-dbt", *(["--batch-size", str(batch_size)] if batch_size else [])]
     local = timed_ingest(
         "folder -> folder", files,
         ["--source", str(corpus), "--lake", str(work / "lake"), "--warehouse", str(work / "local.duckdb"), *extra],
-        env, code_root=code_root,
+        env, code_root=code_root, cores=ingest_cores,
     )
-    stand_in = StandIn(latency_ms)
+    stand_in = StandIn(latency_ms, cores=stand_in_cores)
     try:
         seed_provider(stand_in.moto_url, corpus, "provider", "incoming/")
         s3_env = {**env, **BENCH_ENV, "AWS_ENDPOINT_URL": stand_in.proxy_url}
@@ -193,7 +206,7 @@ def run_side_by_side(
         s3 = timed_ingest(
             f"s3 -> s3 @{latency_ms:g} ms", files,
             ["--source", "s3://provider/incoming", "--lake", "s3://lake/dicom", "--warehouse", str(work / "s3.duckdb"), *extra],
-            s3_env, code_root=code_root,
+            s3_env, code_root=code_root, cores=ingest_cores,
         )
         after = stand_in.ask("counts")
     finally:

@@ -75,6 +75,8 @@ def _add_ingest(kinds: argparse._SubParsersAction) -> None:
         "holding each request this long, e.g. 20), side by side; files/s, ratio, S3 requests per file",
     )
     p.add_argument("--s3-max-concurrency", type=int, default=None, help="s3_max_concurrency of the S3 run (default: the setting's)")
+    p.add_argument("--split-cores", action="store_true",
+                   help="with --s3-latency-ms: both ingests on core 0, moto and the proxy on core 1 (the stand-in takes none of the ingest's CPU)")
     # one variant in a process of its own (the benchmark starts these)
     p.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
