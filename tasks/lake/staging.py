@@ -29,10 +29,11 @@ import polars as pl
 from tasks.lake.zips import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
 from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS
 from tasks.errors import FileRejected, Reason
+from tasks.lake.files import sha256_file
 from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
 from tasks.lake.manifest import manifest_frame, manifest_key
 from tasks.lake.storage import RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
-from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url, sha256_file
+from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url
 from tasks.lake.transfers import (
     copy_s3_objects,
     download_s3_object,
