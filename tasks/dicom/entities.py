@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import polars as pl
 from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
@@ -286,6 +287,50 @@ INGEST_ERRORS = Entity(
         ("content_hash", pl.Utf8),
     ),
 )
+
+def ingest_error(
+    source_key: str | None,
+    reason: str,
+    detail: str,
+    *,
+    stage: str,
+    sop_instance_uid: str | None = None,
+    quarantine_key: str | None = None,
+    file_size: int | None = None,
+    content_hash: str | None = None,
+) -> dict[str, Any]:
+    """An ``ingest_errors`` row without its batch lineage: the one place such a row is made.
+
+    Parameters
+    ----------
+    source_key : str or None
+        The rejected object or ZIP member (``<archive key>!/<member path>``).
+    reason : str
+        A :class:`tasks.errors.Reason` code.
+    detail : str
+        What happened and what to do, in words (no PHI).
+    stage : str
+        Where it was rejected: ``fetch``, ``archive``, ``extract``, ``preview`` or ``pixels``.
+    sop_instance_uid, quarantine_key, file_size, content_hash : optional
+        What is known of the file at that stage.
+
+    Returns
+    -------
+    dict
+        Every column of :data:`INGEST_ERRORS` but ``source_etag``, ``batch_id``,
+        ``ingested_at`` and ``ingest_date``, which the writer of the batch adds.
+    """
+    return {
+        "source_key": source_key,
+        "SOPInstanceUID": sop_instance_uid,
+        "stage": stage,
+        "reason": str(reason),
+        "detail": detail,
+        "quarantine_key": quarantine_key,
+        "file_size": file_size,
+        "content_hash": content_hash,
+    }
+
 
 PREVIEWS = Entity(
     name="previews",

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.lake.zips import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
-from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS
+from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS, ingest_error
 from tasks.errors import FileRejected, Reason
 from tasks.lake.files import sha256_file
 from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
@@ -177,7 +177,7 @@ def stage_batch(
             if reason == Reason.SYMLINK
             else "object could not be read at the source; not retried"
         )
-        out.errors.append(_error_row(key, reason, detail, stage="fetch"))
+        out.errors.append(ingest_error(key, reason, detail, stage="fetch"))
     for index, obj in enumerate(o for o in objects if o.key in local):
         path = local[obj.key]
         digest, archive = known[obj.key] if obj.key in known else (sha256_file(Path(path)), is_zip(Path(path)))
@@ -191,26 +191,22 @@ def stage_batch(
             expanded = expand_archive(path, obj.key, work / "zip" / f"{index:06d}", limits=limits)
         except FileRejected as exc:
             qkey = quarantine_copy(staging, path, obj.key, str(exc.reason))
-            out.errors.append(_error_row(obj.key, exc.reason, exc.detail, quarantine_key=qkey, size=obj.size, digest=digest))
+            out.errors.append(
+                ingest_error(obj.key, exc.reason, exc.detail, stage="archive", quarantine_key=qkey, file_size=obj.size, content_hash=digest)
+            )
             continue
         for key, reason, detail in expanded.rejected:
-            out.errors.append(_error_row(key, reason, detail))
+            out.errors.append(ingest_error(key, reason, detail, stage="archive"))
         for key, member_path, size in expanded.members:
             out.files.append(ObjectInfo(key, size, obj.etag, obj.last_modified))
             out.paths.append(str(member_path))
     if out.errors:
-        extra = {"SOPInstanceUID": None, "batch_id": batch_id, "ingested_at": ingested_at, "ingest_date": ingested_at.date()}
+        extra = {"batch_id": batch_id, "ingested_at": ingested_at, "ingest_date": ingested_at.date()}
         etags = {o.key: o.etag for o in objects}
         rows = [e | extra | {"source_etag": etags.get(e["source_key"].split("!/", 1)[0])} for e in out.errors]
         frame = pl.DataFrame(rows, schema=INGEST_ERRORS.schema)
         write_tables(staging, {INGEST_ERRORS.name: frame}, ingest_date=ingested_at.date(), stage="archive", batch_id=batch_id)
     return out
-
-
-def _error_row(key: str, reason: str, detail: str, *, stage: str = "archive", quarantine_key: str | None = None,
-               size: int | None = None, digest: str | None = None) -> dict:
-    return {"source_key": key, "stage": stage, "reason": str(reason), "detail": detail,
-            "quarantine_key": quarantine_key, "file_size": size, "content_hash": digest}
 
 
 def publish_batch(

@@ -57,9 +57,6 @@ def render_previews(
             lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
         )
         extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
-        for err in errors:
-            err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
-            err.update(file_size=None, content_hash=None)
         frames_out = {
             PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
             INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
