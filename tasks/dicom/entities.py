@@ -362,7 +362,25 @@ DEID_EXPORTS = Entity(
     ),
 )
 
+ARCHIVES = Entity(
+    name="archives",
+    key=("SOPInstanceUID",),
+    keywords=(),
+    # SOPInstanceUID first, as in the files written before the table was registered
+    extra=(
+        ("SOPInstanceUID", pl.Utf8),
+        ("archive_key", pl.Utf8),
+        ("status", pl.Utf8),
+        ("detail", pl.Utf8),
+        ("source_transfer_syntax_uid", pl.Utf8),
+        ("archive_transfer_syntax_uid", pl.Utf8),
+        ("original_bytes", pl.Int64),
+        ("archive_bytes", pl.Int64),
+    ),
+)
+
 #: Tables written by extraction, in write order.
 EXTRACTED = (PATIENTS, STUDIES, SERIES, DEVICES, IMAGES, INSTANCES_HEADER, INGEST_ERRORS)
-#: Every raw table in the lake.
-ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS, DEID_EXPORTS)}
+#: Every raw table in the lake: each gets a 0-row schema file, a ``raw`` dbt source and a
+#: Snowflake RAW load; :func:`tasks.lake.tables.write_tables` writes no other.
+ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS, DEID_EXPORTS, ARCHIVES)}
