@@ -46,6 +46,17 @@ def test_a_saved_block_sits_between_parameters_and_the_environment(prefect_serve
         resolve_config("no-such-settings")
 
 
+def test_a_block_saved_with_fields_since_removed_still_resolves(prefect_server, tmp_path):
+    from blocks.settings import DicomPipelineSettings, resolve_config
+
+    # provider_bucket_block and lake_bucket_block were fields once; such documents are still on servers
+    _save("settings-old-fields", lake=str(tmp_path / "lake"),
+          provider_bucket_block="dicom-provider-dev", lake_bucket_block="dicom-lake-dev")
+    assert DicomPipelineSettings.load("settings-old-fields").provider_bucket_block == "dicom-provider-dev"
+    config = resolve_config("settings-old-fields")
+    assert (config.lake, config.secret) == (str(tmp_path / "lake"), SECRET)
+
+
 def test_cli_checks_the_blocks_source_folder_not_the_default(prefect_server, tmp_path):
     missing = tmp_path / "provider" / "incoming"
     _save("settings-missing-folder", source=str(missing), lake=str(tmp_path / "lake"))
