@@ -37,7 +37,7 @@ class DicomPipelineSettings(Block):
     """Where a DICOM pipeline environment reads and writes, and its de-identification key.
 
     A field removed here still loads from documents saved with it (``Block`` allows extra
-    fields; they are ignored): ``provider_bucket_block`` and ``lake_bucket_block`` went so.
+    fields, which the pipeline does not read): ``provider_bucket_block`` and ``lake_bucket_block`` went so.
     """
 
     _block_type_name = "DICOM Pipeline Settings"
