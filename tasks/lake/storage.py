@@ -160,12 +160,13 @@ def _hashed_copy(src: str, dst: str | None, size: int, *, times_ns: tuple[int, i
     with writing(Path(dst)) as tmp:
         with tmp.open("wb") as fout:
             digest = sha256_file(src, copy_to=fout)
+        head = _head(tmp)  # of the copy, as the hash: what extraction will read
         if times_ns is not None:
             os.utime(tmp, ns=times_ns)
-    return digest, _head(src)
+    return digest, head
 
 
-def _head(path: str) -> bytes:
+def _head(path: str | Path) -> bytes:
     """The first bytes of a file: enough to tell a ZIP archive."""
     with open(path, "rb") as fh:
         return fh.read(8)
