@@ -164,14 +164,13 @@ def register_environment(env: str, values: Mapping[str, str], *, local_secret: s
         )
         creds.save(aws_name, overwrite=True)
         saved.append(SavedBlock("aws-credentials", aws_name, _shown({k: values.get(k) for k in (*aws_keys, "aws_secret_access_key")})))
-    buckets: dict[str, str | None] = {"provider": None, "lake": None}
+    # S3Bucket blocks for the Prefect UI and other flows; the pipeline itself reads s3:// URLs
     for role, location in (("provider", values.get("source")), ("lake", values.get("lake"))):
         if location and location.startswith("s3://"):
             bucket, _, folder = location[5:].partition("/")
             name = f"dicom-{role}-{env}"
             block = S3Bucket(bucket_name=bucket, bucket_folder=folder, credentials=AwsCredentials.load(aws_name) if aws_name else AwsCredentials())
             block.save(name, overwrite=True)
-            buckets[role] = name
             saved.append(SavedBlock("s3-bucket", name, {"bucket_name": bucket, "bucket_folder": folder}))
     snowflake_name = None
     if values.get("snowflake_account"):
@@ -189,7 +188,7 @@ def register_environment(env: str, values: Mapping[str, str], *, local_secret: s
         ).save(snowflake_name, overwrite=True)
         saved.append(SavedBlock("snowflake-connector", snowflake_name,
                                 _shown({k: values.get(k) for k in ENV_VARS if k.startswith("snowflake_")})))
-    settings = settings_fields(env, values, aws_block=aws_name, buckets=buckets, snowflake_block=snowflake_name)
+    settings = settings_fields(env, values, aws_block=aws_name, snowflake_block=snowflake_name)
     DicomPipelineSettings(deid_secret=secret, **settings).save(f"dicom-settings-{env}", overwrite=True)
     saved.append(SavedBlock("dicom-pipeline-settings", f"dicom-settings-{env}", _shown(settings | {"deid_secret": secret})))
     return saved
@@ -200,7 +199,6 @@ def settings_fields(
     values: Mapping[str, str],
     *,
     aws_block: str | None = None,
-    buckets: Mapping[str, str | None] | None = None,
     snowflake_block: str | None = None,
 ) -> dict[str, object]:
     """The fields of ``dicom-settings-<env>`` (all but the secret) from the collected values.
@@ -217,7 +215,6 @@ def settings_fields(
     from blocks.settings import DEFAULT_BATCH_SIZE
     from tasks.lake.s3 import DEFAULT_MAX_CONCURRENCY
 
-    buckets = buckets or {}
     target = values.get("dbt_target") or ("snowflake" if snowflake_block else "duckdb")
     if target not in ("duckdb", "snowflake"):
         msg = f"unknown dbt_target {target!r} ({ENV_VARS['dbt_target']}); use duckdb or snowflake"
@@ -235,8 +232,6 @@ def settings_fields(
         "batch_size": _positive(values, "batch_size", DEFAULT_BATCH_SIZE),
         "s3_max_concurrency": _positive(values, "s3_max_concurrency", DEFAULT_MAX_CONCURRENCY),
         "aws_credentials_block": aws_block,
-        "provider_bucket_block": buckets.get("provider"),
-        "lake_bucket_block": buckets.get("lake"),
         "snowflake_host": values.get("snowflake_host"),
         "snowflake_port": _positive(values, "snowflake_port", None),
         "snowflake_protocol": protocol,

@@ -34,7 +34,11 @@ SNOWFLAKE_CONNECTOR_BLOCK = "dicom-etl-snowflake"
 
 
 class DicomPipelineSettings(Block):
-    """Where a DICOM pipeline environment reads and writes, and its de-identification key."""
+    """Where a DICOM pipeline environment reads and writes, and its de-identification key.
+
+    A field removed here still loads from documents saved with it (``Block`` allows extra
+    fields, which the pipeline does not read): ``provider_bucket_block`` and ``lake_bucket_block`` went so.
+    """
 
     _block_type_name = "DICOM Pipeline Settings"
     _block_type_slug = "dicom-pipeline-settings"
@@ -82,8 +86,6 @@ class DicomPipelineSettings(Block):
         description="S3 requests a task keeps in flight (raw copies, downloads, uploads of a batch). The default "
         "suits a laptop; 64-128 on a cloud VM in the bucket's region (docs/s3-latency.md).",
     )
-    provider_bucket_block: str | None = Field(default=None, description="Name of the provider's S3Bucket block.")
-    lake_bucket_block: str | None = Field(default=None, description="Name of the lake's S3Bucket block.")
     # Snowflake target (dbt_target = "snowflake"): the prefect-snowflake SnowflakeConnector block
     # dbt and the raw loader use, and an endpoint override for a non-standard server (fakesnow).
     snowflake_connector_block: str = Field(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -27,10 +29,11 @@ from tasks.dicom.tasks import extract_staged
 from tasks.lake.tasks import list_source, prepare_lake, publish_to_lake, read_manifest, stage_to_scratch
 from tasks.lake.tables import sweep_partials
 from tasks.pool import warm_process_pool
-from tasks.lake.storage import batch_id, plan_batches
+from tasks.lake.storage import ObjectInfo, batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
-from tasks.lake.s3 import is_s3_url
-from tasks.lake.scope import resolve_scope
+from tasks.lake.s3 import S3Access, is_s3_url
+from tasks.retries import BatchOutcome
+from tasks.lake.scope import SourceScope, resolve_scope
 from tasks.warehouse.increments import check_lake_key
 
 
@@ -66,78 +69,134 @@ def ingest_dicom(
         export_deid=export_deid,
     )
     access = resolve_s3_access(config)
-    logger = get_run_logger()
     ingested_at = datetime.now(UTC)
     scope = resolve_scope(config.source, day=partition_date, within=within)
+    job = _batch_job(config, access, scope.root, ingested_at, previews=previews, transcode=transcode)
+    _prepare_run(config, access)
+    with tempfile.TemporaryDirectory(prefix="dicom-etl-", ignore_cleanup_errors=True) as scratch:
+        listed, objects = _list_pending(scope, config, access, scratch, since=since, incremental=incremental)
+        results = _run_batches(job, objects, scratch)
+    summary = _summarize(listed, objects, results, config)
+    if run_dbt:
+        summary["warehouse_rows"] = _build_warehouse(config, access)
+    _report(summary)
+    report_quarantine(summary)
+    emit_ingest_events(
+        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=config.settings_block
+    )
+    get_run_logger().info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
+    return summary
+
+
+@dataclass(frozen=True)
+class _BatchJob:
+    """What every batch of a run goes through: stage -> extract -> [previews apart] -> publish, a task each."""
+
+    root: str
+    config: PipelineConfig
+    access: S3Access
+    ingested_at: datetime
+    #: previews rendered and de-identified files exported by extraction itself, which has each file parsed
+    extract_args: dict[str, Any]
+    #: where previews are rendered apart ("local" or a compress-dicom deployment); None: by extraction, or none
+    compression: str | None
+    transcode: bool
+
+    def submit(self, batch: Sequence[ObjectInfo], *, scratch: str, keep: Callable, pass_result: Callable) -> list[PrefectFuture]:
+        """Submit one batch's tasks; the last future is its publication."""
+        bid, lake = batch_id(batch), self.config.lake
+        staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
+            self.root, lake, keep(batch), batch_id=bid, scratch=scratch, access=self.access, ingested_at=self.ingested_at,
+        )
+        extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
+            pass_result(staged), self.ingested_at, **self.extract_args
+        )
+        outcomes = [extracted]
+        if self.compression is not None:  # in process, or on the compress-dicom deployment (flows/compress.py)
+            staging_lake = str(staging_lake_for(lake, Path(scratch), bid))
+            outcomes.append(
+                submit_compression(
+                    self.compression, self.config, extracted, self.ingested_at, bid, transcode=self.transcode,
+                    staging_lake=staging_lake,
+                )
+            )
+        published = publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
+            lake, pass_result(staged), keep(batch), [pass_result(o) for o in outcomes],
+            scratch=scratch, access=self.access, processed_at=self.ingested_at,
+        )
+        return [*outcomes, published]
+
+
+def _batch_job(
+    config: PipelineConfig, access: S3Access, root: str, ingested_at: datetime, *, previews: bool, transcode: bool
+) -> _BatchJob:
+    """The run's batch job: where previews are rendered, what extraction also does."""
     target = compression_target(config) if previews else "local"
+    # previews rendered by extraction itself (one read and one parse per file), unless
+    # they go to the compress-dicom deployment or come with archive copies
+    fused = previews and target == "local" and not transcode
+    preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
+    # the de-identified DICOM export is written by extraction, which has each file parsed
+    export_args = {"export_deid": True, "secret": config.secret, "pixel_text": config.pixel_text} if config.export_deid else {}
+    compression = target if previews and not fused else None
+    return _BatchJob(root, config, access, ingested_at, preview_args | export_args, compression, transcode)
+
+
+def _prepare_run(config: PipelineConfig, access: S3Access) -> None:
+    """Before listing: an interrupted run's partial files removed, extraction workers started, the lake's key checked."""
     if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
-        logger.info("Removed %d partial files left by an interrupted run", swept)
+        get_run_logger().info("Removed %d partial files left by an interrupted run", swept)
     if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
         warm_process_pool()  # workers import their libraries while the source is listed
     with temporary_environment(access.env()):
         # previews are named, and the warehouse pseudonymized, with this key: one key per lake
         check_lake_key(config.lake, config.secret)
-    scratch = tempfile.mkdtemp(prefix="dicom-etl-")
-    try:
-        prepared = prepare_lake.submit(config.lake, scratch, access=access)
-        listed = list_source(scope, access=access, since=since)
-        done = read_manifest(config.lake, access=access) if incremental else set()
-        objects = pending_objects(listed, done)
-        if listed and not objects:
-            logger.info("Nothing new: all %d objects at the source are already in the manifest", len(listed))
-        prepared.result()
-        outcomes = []
-        # previews rendered by extraction itself (one read and one parse per file), unless
-        # they go to the compress-dicom deployment or come with archive copies
-        fused = previews and target == "local" and not transcode
-        preview_args = {"previews": PreviewOptions(pixel_text=config.pixel_text), "secret": config.secret} if fused else {}  # type: ignore[arg-type]
-        # the de-identified DICOM export is written by extraction, which has each file parsed
-        export_args = {"export_deid": True, "secret": config.secret, "pixel_text": config.pixel_text} if config.export_deid else {}
-        batches = list(plan_batches(objects, config.batch_size, config.batch_bytes))
-        progress = Progress(len(batches))
-        # a bounded number of batches in flight on threads: a task waiting for its upstream
-        # holds a thread, and staging far ahead would fill the scratch disk (S3 downloads)
-        window = _in_flight_limit()
-        # quote/opaque: Prefect would otherwise walk every object of these lists for futures
-        # (on threads; Dask serializes the annotations' contents into plain tuples)
-        keep, pass_result = (quote, opaque) if window else (_as_is, _as_is)
-        in_flight: deque[PrefectFuture] = deque()
-        try:
-            for batch in batches:
-                while window and len(in_flight) >= window:
-                    in_flight.popleft().wait()
-                    progress.advance()
-                bid = batch_id(batch)
-                staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
-                    scope.root, config.lake, keep(batch), batch_id=bid, scratch=scratch, access=access,
-                    ingested_at=ingested_at,
-                )
-                extracted = extract_staged.with_options(task_run_name=f"extract-{bid}").submit(
-                    pass_result(staged), ingested_at, **preview_args | export_args
-                )
-                batch_outcomes = [extracted]
-                if previews and not fused:  # in process, or on the compress-dicom deployment (flows/compress.py)
-                    staging_lake = str(staging_lake_for(config.lake, Path(scratch), bid))
-                    batch_outcomes.append(
-                        submit_compression(
-                            target, config, extracted, ingested_at, bid, transcode=transcode, staging_lake=staging_lake
-                        )
-                    )
-                published = publish_to_lake.with_options(task_run_name=f"publish-{bid}").submit(
-                    config.lake, pass_result(staged), keep(batch), [pass_result(o) for o in batch_outcomes],
-                    scratch=scratch, access=access, processed_at=ingested_at,
-                )
-                outcomes += [*batch_outcomes, published]
-                in_flight.append(published)
-            for published in in_flight:
-                published.wait()
-                progress.advance()
-        finally:
-            progress.close()
-        results = [f.result() for f in outcomes]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
+
+def _list_pending(
+    scope: SourceScope, config: PipelineConfig, access: S3Access, scratch: str, *, since: datetime | None, incremental: bool
+) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+    """The objects at the source, and those of them the lake's manifest has not seen; the lake's schema files meanwhile."""
+    prepared = prepare_lake.submit(config.lake, scratch, access=access)
+    listed = list_source(scope, access=access, since=since)
+    done = read_manifest(config.lake, access=access) if incremental else set()
+    objects = pending_objects(listed, done)
+    if listed and not objects:
+        get_run_logger().info("Nothing new: all %d objects at the source are already in the manifest", len(listed))
+    prepared.result()
+    return listed, objects
+
+
+def _run_batches(job: _BatchJob, objects: Sequence[ObjectInfo], scratch: str) -> list[BatchOutcome]:
+    """Every batch through its tasks, a bounded number in flight; the outcome of each task of each batch."""
+    batches = list(plan_batches(objects, job.config.batch_size, job.config.batch_bytes))
+    progress = Progress(len(batches))
+    # a bounded number of batches in flight on threads: a task waiting for its upstream
+    # holds a thread, and staging far ahead would fill the scratch disk (S3 downloads)
+    window = _in_flight_limit()
+    # quote/opaque: Prefect would otherwise walk every object of these lists for futures
+    # (on threads; Dask serializes the annotations' contents into plain tuples)
+    keep, pass_result = (quote, opaque) if window else (_as_is, _as_is)
+    outcomes: list[PrefectFuture] = []
+    in_flight: deque[PrefectFuture] = deque()
+    try:
+        for batch in batches:
+            while window and len(in_flight) >= window:
+                in_flight.popleft().wait()
+                progress.advance()
+            submitted = job.submit(batch, scratch=scratch, keep=keep, pass_result=pass_result)
+            outcomes += submitted
+            in_flight.append(submitted[-1])
+        for published in in_flight:
+            published.wait()
+            progress.advance()
+    finally:
+        progress.close()
+    return [f.result() for f in outcomes]
+
+
+def _summarize(listed: Sequence[ObjectInfo], objects: Sequence[ObjectInfo], results: Sequence[BatchOutcome], config: PipelineConfig) -> dict:
+    """The run's summary: counts per table and reason, the files quarantined, where things went."""
     rows: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     quarantined: list[dict] = []
@@ -146,7 +205,7 @@ def ingest_dicom(
         for err in outcome.errors:
             reasons[err["reason"]] += 1
             quarantined.append(err)
-    summary = {
+    return {
         "listed": len(listed),
         "files": len(objects),
         "batches": len({o.batch_id for o in results}),
@@ -158,18 +217,14 @@ def ingest_dicom(
         "warehouse_target": config.dbt_target,
         "snowflake_block": config.snowflake_connector_block,
     }
-    if run_dbt:
-        from flows.warehouse import build_warehouse  # dbt takes seconds to import: only when used
 
-        with temporary_environment(access.env()):
-            summary["warehouse_rows"] = build_warehouse(config=config)
-    _report(summary)
-    report_quarantine(summary)
-    emit_ingest_events(
-        summary, results, source=config.source, run_dbt=run_dbt, request_build=request_build, settings_block=config.settings_block
-    )
-    logger.info("Ingested %d new of %d listed objects in %d batches", len(objects), len(listed), summary["batches"])
-    return summary
+
+def _build_warehouse(config: PipelineConfig, access: S3Access) -> dict:
+    """The build-warehouse subflow on this run's configuration; its rows per processed table."""
+    from flows.warehouse import build_warehouse  # dbt takes seconds to import: only when used
+
+    with temporary_environment(access.env()):
+        return build_warehouse(config=config)
 
 
 def _as_is(value: object) -> object:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import polars as pl
 from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
@@ -287,6 +288,50 @@ INGEST_ERRORS = Entity(
     ),
 )
 
+def ingest_error(
+    source_key: str | None,
+    reason: str,
+    detail: str,
+    *,
+    stage: str,
+    sop_instance_uid: str | None = None,
+    quarantine_key: str | None = None,
+    file_size: int | None = None,
+    content_hash: str | None = None,
+) -> dict[str, Any]:
+    """An ``ingest_errors`` row without its batch lineage: the one place such a row is made.
+
+    Parameters
+    ----------
+    source_key : str or None
+        The rejected object or ZIP member (``<archive key>!/<member path>``).
+    reason : str
+        A :class:`tasks.errors.Reason` code.
+    detail : str
+        What happened and what to do, in words (no PHI).
+    stage : str
+        Where it was rejected: ``fetch``, ``archive``, ``extract``, ``preview`` or ``pixels``.
+    sop_instance_uid, quarantine_key, file_size, content_hash : optional
+        What is known of the file at that stage.
+
+    Returns
+    -------
+    dict
+        Every column of :data:`INGEST_ERRORS` but ``source_etag``, ``batch_id``,
+        ``ingested_at`` and ``ingest_date``, which the writer of the batch adds.
+    """
+    return {
+        "source_key": source_key,
+        "SOPInstanceUID": sop_instance_uid,
+        "stage": stage,
+        "reason": str(reason),
+        "detail": detail,
+        "quarantine_key": quarantine_key,
+        "file_size": file_size,
+        "content_hash": content_hash,
+    }
+
+
 PREVIEWS = Entity(
     name="previews",
     key=("SOPInstanceUID",),
@@ -317,7 +362,25 @@ DEID_EXPORTS = Entity(
     ),
 )
 
+ARCHIVES = Entity(
+    name="archives",
+    key=("SOPInstanceUID",),
+    keywords=(),
+    # SOPInstanceUID first, as in the files written before the table was registered
+    extra=(
+        ("SOPInstanceUID", pl.Utf8),
+        ("archive_key", pl.Utf8),
+        ("status", pl.Utf8),
+        ("detail", pl.Utf8),
+        ("source_transfer_syntax_uid", pl.Utf8),
+        ("archive_transfer_syntax_uid", pl.Utf8),
+        ("original_bytes", pl.Int64),
+        ("archive_bytes", pl.Int64),
+    ),
+)
+
 #: Tables written by extraction, in write order.
 EXTRACTED = (PATIENTS, STUDIES, SERIES, DEVICES, IMAGES, INSTANCES_HEADER, INGEST_ERRORS)
-#: Every raw table in the lake.
-ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS, DEID_EXPORTS)}
+#: Every raw table in the lake: each gets a 0-row schema file, a ``raw`` dbt source and a
+#: Snowflake RAW load; :func:`tasks.lake.tables.write_tables` writes no other.
+ALL_TABLES = {e.name: e for e in (*EXTRACTED, PREVIEWS, DEID_EXPORTS, ARCHIVES)}

@@ -5,7 +5,6 @@ Prefect or reads the environment.
 """
 
 from __future__ import annotations
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tasks.dicom.entities import (
     SERIES,
     STUDIES,
     Entity,
+    ingest_error,
 )
 from tasks.errors import FileRejected, Reason
 from tasks.deid.export import ExportJob, export_rows, settle_exports
@@ -46,14 +46,12 @@ __all__ = [
     "PreviewJob",
     "SourceFile",
     "duplicate_conflicts",
-    "error_row",
     "extract_batch",
     "extract_dataset",
     "extract_rows",
     "header_json",
     "quiet_pydicom",
     "read_dicom",
-    "sha256_hex",
 ]
 
 #: Columns stamped on a whole batch at once, after extraction.
@@ -105,11 +103,6 @@ class Lineage:
     def ingest_date(self) -> date:
         """The partition date of the batch (UTC)."""
         return self.ingested_at.date()
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -264,7 +257,7 @@ def _preview_group(pending: list[tuple[Dataset, dict[str, Any]]], rows: dict[str
         if preview is not None:
             rows[PREVIEWS.name].append(preview | lineage_cols)
         else:
-            rows[PREVIEW_ERRORS].append(error | lineage_cols | {"quarantine_key": None, "file_size": None, "content_hash": None})
+            rows[PREVIEW_ERRORS].append(error | lineage_cols)
 
 
 def _export_group(
@@ -299,7 +292,7 @@ def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_th
         entity_rows = extract_dataset(ds, bulk_threshold=bulk_threshold)
     except OSError as exc:
         detail = f"cannot read the file: {exc.strerror or exc}"
-        rows[INGEST_ERRORS.name].append(error_row(Reason.UNREADABLE, detail, "extract") | lineage_cols)
+        rows[INGEST_ERRORS.name].append(ingest_error(src.key, Reason.UNREADABLE, detail, stage="extract") | lineage_cols)
         return None
     except Exception as exc:  # noqa: BLE001 - a value no reader expected must not stop the batch
         if isinstance(exc, FileRejected):
@@ -308,7 +301,7 @@ def _extract_one(src: SourceFile, rows: dict[str, list[dict[str, Any]]], bulk_th
             reason, detail = Reason.TOO_DEEP, "sequences are nested too deeply to read"
         else:
             reason, detail = Reason.UNREADABLE, f"unexpected {type(exc).__name__} while reading the header"
-        error = error_row(reason, detail, "extract") | _content(data, src.path)
+        error = ingest_error(src.key, reason, detail, stage="extract", **_content(data, src.path))
         rows[INGEST_ERRORS.name].append(error | lineage_cols)
         return None
     entity_rows[IMAGES.name].update(_content(data, src.path, src.sha256))
@@ -353,29 +346,11 @@ def duplicate_conflicts(images: pl.DataFrame) -> pl.DataFrame:
             "another file of the batch has the same SOPInstanceUID with different content "
             f"(content_hash {reference[:16]}...); both are kept in images"
         )
-        row = error_row(Reason.DUPLICATE_CONFLICT, detail, "extract", sop_instance_uid=uid)
-        row.update(file_size=size, content_hash=chash, source_key=key, source_etag=etag)
-        out.append(row)
+        row = ingest_error(
+            key, Reason.DUPLICATE_CONFLICT, detail, stage="extract", sop_instance_uid=uid, file_size=size, content_hash=chash
+        )
+        out.append(row | {"source_etag": etag})
     return pl.DataFrame(out, schema=_data_schema(INGEST_ERRORS))
-
-def error_row(
-    reason: Reason | str,
-    detail: str,
-    stage: str,
-    *,
-    data: bytes | None = None,
-    sop_instance_uid: str | None = None,
-) -> dict[str, Any]:
-    """An ``ingest_errors`` row (without lineage columns) for a rejected file."""
-    return {
-        "SOPInstanceUID": sop_instance_uid,
-        "stage": stage,
-        "reason": str(reason),
-        "detail": detail,
-        "quarantine_key": None,
-        "file_size": len(data) if data is not None else None,
-        "content_hash": sha256_hex(data) if data else None,
-    }
 
 
 def _frame(entity: Entity, frame: pl.DataFrame, lineage: Lineage) -> pl.DataFrame:

@@ -30,6 +30,7 @@ from pydicom.uid import (
 from tasks.dicom.header import TextView, decode_dataset
 from tasks.compat import dataset_elements, quiet_pydicom
 from tasks.dicom.parse import parse_simple
+from tasks.lake.files import sha256_file
 from tasks.dicom.entities import (
     DEVICE_KEY_KEYWORDS,
     DEVICES,
@@ -83,11 +84,7 @@ def content_digest(data: bytes | memoryview, path: str | Path) -> str:
     """
     if isinstance(data, bytes):
         return hashlib.sha256(data).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def read_dicom(data: bytes | memoryview, path: str | Path | None = None) -> Dataset:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io
 import itertools
 import os
 import secrets
@@ -18,6 +20,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.errors import DiskFullError, UsageError
 
@@ -124,6 +127,35 @@ def write_atomic(path: str | Path, data: bytes | memoryview, *, times_ns: tuple[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def sha256_file(path: str | os.PathLike[str], *, copy_to: BinaryIO | None = None) -> str:
+    """Hex SHA-256 of a file's content (:func:`hashlib.file_digest`): the one place a file is hashed.
+
+    Parameters
+    ----------
+    path : str or path-like
+    copy_to : binary file, optional
+        Also receives every block read, so a copy and its hash take one pass over the file.
+    """
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh if copy_to is None else _CopyingReader(fh, copy_to), "sha256").hexdigest()
+
+
+class _CopyingReader(io.RawIOBase):
+    """A binary file whose blocks, as they are read, are also written to ``sink``."""
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO) -> None:
+        self._source, self._sink = source, sink
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._source.readinto(buffer)
+        if n:
+            self._sink.write(memoryview(buffer)[:n])
+        return n or 0
 
 
 def ensure_writable_folder(folder: str | Path, *, what: str, option: str) -> None:

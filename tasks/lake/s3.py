@@ -14,10 +14,8 @@ the defaults (3 attempts x 4 task tries) a request is tried at most 12 times.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 
 from tasks.errors import SourceError
 from tasks.lake.storage import ObjectInfo
@@ -226,12 +224,3 @@ def list_s3_objects(client, location: S3Location, *, since: datetime | None = No
         raise source_error(exc, f"listing {location.url()}") from exc
     found.sort()
     return found
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,12 +27,13 @@ from pathlib import Path
 import polars as pl
 
 from tasks.lake.zips import ZIP_MAGIC, ArchiveLimits, expand_archive, is_zip
-from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS
+from tasks.dicom.entities import ALL_TABLES, INGEST_ERRORS, ingest_error
 from tasks.errors import FileRejected, Reason
+from tasks.lake.files import sha256_file
 from tasks.lake.tables import quarantine_copy, write_parquet_atomic, write_tables
 from tasks.lake.manifest import manifest_frame, manifest_key
 from tasks.lake.storage import RAW_ZONE, TABLES_ZONE, ObjectInfo, copy_local_objects
-from tasks.lake.s3 import S3Access, is_s3_url, make_s3_client, parse_s3_url, sha256_file
+from tasks.lake.s3 import S3Access, S3Location, is_s3_url, make_s3_client, parse_s3_url
 from tasks.lake.transfers import (
     copy_s3_objects,
     download_s3_object,
@@ -122,64 +123,125 @@ def stage_batch(
     """
     work = batch_dir(scratch, batch_id)
     staging = staging_lake_for(lake, scratch, batch_id)
-    out = StagedBatch(batch_id, str(staging))
-    failed: dict[str, str] = {}
-    local: dict[str, str | Path] = {}
-    known: dict[str, tuple[str, bool]] = {}  # key -> (sha256, is a ZIP), when the copy computed them
-    client = make_s3_client(access) if is_s3_url(source) or is_s3_url(lake) else None
+    fetchable, refused = _screen(source, objects)
+    fetch = _FETCHES[is_s3_url(source), is_s3_url(lake)]
+    fetched = fetch(source, lake, fetchable, work=work, access=access)
+    failed = refused | fetched.failed
+    out = StagedBatch(batch_id, str(staging), skipped=sorted(failed))
+    out.errors += [ingest_error(key, reason, _fetch_detail(reason), stage="fetch") for key, reason in failed.items()]
+    _hash_and_expand(objects, fetched, out, work=work, staging=staging, limits=limits)
+    if out.errors:
+        # a link's row has no source_etag: its listed version ("symlink-<mtime>") names no content
+        etags = {o.key: o.etag for o in objects if failed.get(o.key) != Reason.SYMLINK}
+        _write_errors(staging, out, etags, ingested_at=ingested_at)
+    return out
+
+
+@dataclass
+class _Fetched:
+    """What fetching a batch left on local disk."""
+
+    #: key -> local path of each object fetched
+    local: dict[str, str | Path] = field(default_factory=dict)
+    #: key -> reason, for each object that could not be fetched
+    failed: dict[str, str] = field(default_factory=dict)
+    #: key -> (sha256, is a ZIP), where the fetch computed them on the way
+    known: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+def _screen(source: str, objects: Sequence[ObjectInfo]) -> tuple[list[ObjectInfo], dict[str, str]]:
+    """The objects that may be fetched, and the refused ones with their reason."""
+    if is_s3_url(source):  # a key that climbs out of the raw zone
+        refused = {o.key: Reason.PATH_TRAVERSAL for o in objects if _unsafe_key(o.key)}
+    else:  # a link could point anywhere on this machine (/etc, another patient's folder)
+        refused = {o.key: Reason.SYMLINK for o in objects if o.etag.startswith("symlink-")}
+    return [o for o in objects if o.key not in refused], refused
+
+
+def _raw_zone(lake: str) -> S3Location:
+    return parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
+
+
+def _downloader(client, origin: S3Location, paths: Mapping[str, Path], fetched: _Fetched) -> Callable[[ObjectInfo], str | None]:  # noqa: ANN001
+    """Download an object and hash it in a pool thread (hashing and I/O release the interpreter)."""
+
+    def fetch(obj: ObjectInfo) -> str | None:
+        reason = download_s3_object(client, origin, obj, paths[obj.key])
+        if reason is None:
+            fetched.known[obj.key] = (sha256_file(paths[obj.key]), is_zip(paths[obj.key]))
+        return reason
+
+    return fetch
+
+
+def _s3_to_s3_lake(source: str, lake: str, objects: Sequence[ObjectInfo], *, work: Path, access: S3Access) -> _Fetched:
+    """Each object copied server-side to the raw zone, then downloaded from it to scratch, many at once."""
+    client = make_s3_client(access)
+    raw = _raw_zone(lake)
+    paths = {o.key: work / "download" / f"{i:06d}" for i, o in enumerate(objects)}
+    fetched = _Fetched()
+    then = _downloader(client, raw, paths, fetched)
+    fetched.failed = copy_s3_objects(
+        client, parse_s3_url(source), raw, objects, max_concurrency=access.max_concurrency, then=then
+    )
+    fetched.local = {k: p for k, p in paths.items() if k not in fetched.failed}
+    return fetched
+
+
+def _s3_to_local_lake(source: str, lake: str, objects: Sequence[ObjectInfo], *, work: Path, access: S3Access) -> _Fetched:
+    """Each object downloaded into the local lake's raw zone: the download is the raw copy, written once."""
+    paths = {o.key: Path(lake) / RAW_ZONE / o.key for o in objects}
+    fetched = _Fetched()
+    fetch = _downloader(make_s3_client(access), parse_s3_url(source), paths, fetched)
+    reasons = run_each(fetch, objects, max_concurrency=access.max_concurrency)
+    fetched.failed = {o.key: r for o, r in zip(objects, reasons, strict=True) if r is not None}
+    fetched.local = {k: p for k, p in paths.items() if k not in fetched.failed}
+    return fetched
+
+
+def _folder_to_s3_lake(source: str, lake: str, objects: Sequence[ObjectInfo], *, work: Path, access: S3Access) -> _Fetched:
+    """Objects uploaded to the raw zone unless already there at their size; read in place for extraction."""
+    client = make_s3_client(access)
     n = access.max_concurrency
-    if is_s3_url(source):
-        src = parse_s3_url(source)
-        safe = [o for o in objects if not _unsafe_key(o.key)]
-        failed.update({o.key: Reason.PATH_TRAVERSAL for o in objects if _unsafe_key(o.key)})
-        if is_s3_url(lake):  # downloaded from the raw copy
-            origin = raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
-            paths = {o.key: work / "download" / f"{i:06d}" for i, o in enumerate(safe)}
-        else:  # the raw zone of a local lake is the download kept: written there once
-            origin = src
-            paths = {o.key: Path(lake) / RAW_ZONE / o.key for o in safe}
+    root, raw = Path(source), _raw_zone(lake)
+    listed, unknown = list_key_range(client, raw, [o.key for o in objects])
+    todo = [o.key for o in objects if o.key not in unknown and listed.get(o.key, (-1,))[0] != o.size]
+    todo += missing_keys(client, raw, sorted(unknown), max_concurrency=n)
+    upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket, max_concurrency=n)
+    return _Fetched(local={o.key: root / o.key for o in objects})
 
-        def fetch(obj: ObjectInfo) -> str | None:
-            """Download an object and hash it in a pool thread (hashing and I/O release the interpreter)."""
-            reason = download_s3_object(client, origin, obj, paths[obj.key])
-            if reason is None:
-                known[obj.key] = (sha256_file(paths[obj.key]), is_zip(paths[obj.key]))
-            return reason
 
-        if is_s3_url(lake):  # each object copied to the raw zone, then downloaded from it, many at once
-            failed.update(copy_s3_objects(client, src, raw, safe, max_concurrency=n, then=fetch))
-        else:
-            reasons = run_each(fetch, safe, max_concurrency=n)
-            failed.update({o.key: r for o, r in zip(safe, reasons, strict=True) if r is not None})
-        local = {k: p for k, p in paths.items() if k not in failed}
-    else:
-        root = Path(source)
-        # a link could point anywhere on this machine (/etc, another patient's folder)
-        links = {o.key for o in objects if o.etag.startswith("symlink-")}
-        failed.update(dict.fromkeys(links, Reason.SYMLINK))
-        objects = [o for o in objects if o.key not in links]
-        if is_s3_url(lake):
-            raw = parse_s3_url(lake.rstrip("/") + "/" + RAW_ZONE)
-            listed, unknown = list_key_range(client, raw, [o.key for o in objects])
-            todo = [o.key for o in objects if o.key not in unknown and listed.get(o.key, (-1,))[0] != o.size]
-            todo += missing_keys(client, raw, sorted(unknown), max_concurrency=n)
-            upload_s3_objects(client, [(root / k, raw.key(k)) for k in todo], raw.bucket, max_concurrency=n)
-            local = {o.key: root / o.key for o in objects}
-        else:
-            copies = copy_local_objects(root, Path(lake) / RAW_ZONE, objects)
-            local = {o.key: c.path for o, c in zip(objects, copies, strict=True)}
-            known = {o.key: (c.sha256, c.head[:4] in ZIP_MAGIC) for o, c in zip(objects, copies, strict=True)}
-    out.skipped = sorted(failed)
-    for key, reason in failed.items():
-        detail = (
-            "a symbolic link: not followed; put the file itself in the source folder"
-            if reason == Reason.SYMLINK
-            else "object could not be read at the source; not retried"
-        )
-        out.errors.append(_error_row(key, reason, detail, stage="fetch"))
-    for index, obj in enumerate(o for o in objects if o.key in local):
-        path = local[obj.key]
-        digest, archive = known[obj.key] if obj.key in known else (sha256_file(Path(path)), is_zip(Path(path)))
+def _folder_to_local_lake(source: str, lake: str, objects: Sequence[ObjectInfo], *, work: Path, access: S3Access) -> _Fetched:
+    """Objects copied into the raw zone, hashed on the way; extraction reads the copies."""
+    copies = copy_local_objects(Path(source), Path(lake) / RAW_ZONE, objects)
+    return _Fetched(
+        local={o.key: c.path for o, c in zip(objects, copies, strict=True)},
+        known={o.key: (c.sha256, c.head[:4] in ZIP_MAGIC) for o, c in zip(objects, copies, strict=True)},
+    )
+
+
+#: How a batch is fetched, by (source on S3, lake on S3).
+_FETCHES: dict[tuple[bool, bool], Callable[..., _Fetched]] = {
+    (True, True): _s3_to_s3_lake,
+    (True, False): _s3_to_local_lake,
+    (False, True): _folder_to_s3_lake,
+    (False, False): _folder_to_local_lake,
+}
+
+
+def _fetch_detail(reason: str) -> str:
+    if reason == Reason.SYMLINK:
+        return "a symbolic link: not followed; put the file itself in the source folder"
+    return "object could not be read at the source; not retried"
+
+
+def _hash_and_expand(
+    objects: Sequence[ObjectInfo], fetched: _Fetched, out: StagedBatch, *, work: Path, staging: Path, limits: ArchiveLimits
+) -> None:
+    """Hash each fetched object (unless the fetch did) and add it to ``out``, a ZIP archive as its members."""
+    for index, obj in enumerate(o for o in objects if o.key in fetched.local):
+        path = fetched.local[obj.key]
+        digest, archive = fetched.known[obj.key] if obj.key in fetched.known else (sha256_file(path), is_zip(Path(path)))
         out.hashes[obj.key] = digest
         if not archive:
             out.files.append(obj)
@@ -190,26 +252,23 @@ def stage_batch(
             expanded = expand_archive(path, obj.key, work / "zip" / f"{index:06d}", limits=limits)
         except FileRejected as exc:
             qkey = quarantine_copy(staging, path, obj.key, str(exc.reason))
-            out.errors.append(_error_row(obj.key, exc.reason, exc.detail, quarantine_key=qkey, size=obj.size, digest=digest))
+            out.errors.append(
+                ingest_error(obj.key, exc.reason, exc.detail, stage="archive", quarantine_key=qkey, file_size=obj.size, content_hash=digest)
+            )
             continue
         for key, reason, detail in expanded.rejected:
-            out.errors.append(_error_row(key, reason, detail))
+            out.errors.append(ingest_error(key, reason, detail, stage="archive"))
         for key, member_path, size in expanded.members:
             out.files.append(ObjectInfo(key, size, obj.etag, obj.last_modified))
             out.paths.append(str(member_path))
-    if out.errors:
-        extra = {"SOPInstanceUID": None, "batch_id": batch_id, "ingested_at": ingested_at, "ingest_date": ingested_at.date()}
-        etags = {o.key: o.etag for o in objects}
-        rows = [e | extra | {"source_etag": etags.get(e["source_key"].split("!/", 1)[0])} for e in out.errors]
-        frame = pl.DataFrame(rows, schema=INGEST_ERRORS.schema)
-        write_tables(staging, {INGEST_ERRORS.name: frame}, ingest_date=ingested_at.date(), stage="archive", batch_id=batch_id)
-    return out
 
 
-def _error_row(key: str, reason: str, detail: str, *, stage: str = "archive", quarantine_key: str | None = None,
-               size: int | None = None, digest: str | None = None) -> dict:
-    return {"source_key": key, "stage": stage, "reason": str(reason), "detail": detail,
-            "quarantine_key": quarantine_key, "file_size": size, "content_hash": digest}
+def _write_errors(staging: Path, out: StagedBatch, etags: Mapping[str, str], *, ingested_at: datetime) -> None:
+    """Write a batch's staging errors to the staging lake's ``ingest_errors`` (a ZIP member has its archive's ETag)."""
+    extra = {"batch_id": out.batch_id, "ingested_at": ingested_at, "ingest_date": ingested_at.date()}
+    rows = [e | extra | {"source_etag": etags.get(e["source_key"].split("!/", 1)[0])} for e in out.errors]
+    frame = pl.DataFrame(rows, schema=INGEST_ERRORS.schema)
+    write_tables(staging, {INGEST_ERRORS.name: frame}, ingest_date=ingested_at.date(), stage="archive", batch_id=out.batch_id)
 
 
 def publish_batch(

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
-from typing import BinaryIO
 
 from tasks.errors import SourceError
-from tasks.lake.files import is_temporary, write_atomic, writing
+from tasks.lake.files import is_temporary, sha256_file, write_atomic, writing
 
 RAW_ZONE = "raw"
 TABLES_ZONE = "tables"
@@ -157,26 +156,20 @@ def _hashed_copy(src: str, dst: str | None, size: int, *, times_ns: tuple[int, i
             write_atomic(dst, data, times_ns=times_ns)
         return hashlib.sha256(data).hexdigest(), data[:8]
     if dst is None:
-        return _streamed_hash(src, None)
+        return sha256_file(src), _head(src)
     with writing(Path(dst)) as tmp:
         with tmp.open("wb") as fout:
-            copied = _streamed_hash(src, fout)
+            digest = sha256_file(src, copy_to=fout)
+        head = _head(tmp)  # of the copy, as the hash: what extraction will read
         if times_ns is not None:
             os.utime(tmp, ns=times_ns)
-    return copied
+    return digest, head
 
 
-def _streamed_hash(src: str, fout: BinaryIO | None) -> tuple[str, bytes]:
-    """SHA-256 and first bytes of a large file read in 1 MiB blocks, each also written to ``fout``."""
-    digest = hashlib.sha256()
-    head = b""
-    with open(src, "rb") as fin:
-        while block := fin.read(1 << 20):
-            head = head or block[:8]
-            digest.update(block)
-            if fout is not None:
-                fout.write(block)
-    return digest.hexdigest(), head
+def _head(path: str | Path) -> bytes:
+    """The first bytes of a file: enough to tell a ZIP archive."""
+    with open(path, "rb") as fh:
+        return fh.read(8)
 
 
 def chunk(items: Sequence, size: int) -> Iterator[Sequence]:

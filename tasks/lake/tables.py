@@ -49,7 +49,16 @@ def write_tables(
 
     Empty frames are written too, so a later reader of a table's files always finds
     the batch's schema.
+
+    Raises
+    ------
+    ValueError
+        For a table missing from :data:`tasks.dicom.entities.ALL_TABLES`: it would get no
+        schema file, no dbt source and no Snowflake load.
     """
+    if unknown := sorted(set(frames) - set(ALL_TABLES)):
+        msg = f"tables {unknown} are not in the table registry (tasks.dicom.entities.ALL_TABLES); register them there"
+        raise ValueError(msg)
     counts: dict[str, int] = {}
     for table, frame in frames.items():
         write_parquet_atomic(frame, table_path(lake, table, ingest_date, stage, batch_id))

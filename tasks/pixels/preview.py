@@ -25,6 +25,7 @@ from tasks.deid import pseudonym
 from tasks.compat import max_workers
 from tasks.errors import Reason
 from tasks.dicom import instance
+from tasks.dicom.entities import ingest_error
 from tasks.lake.files import write_atomic
 from tasks.dicom.instance import quiet_pydicom
 from tasks.pixels.display import (
@@ -342,29 +343,17 @@ def _remove_stale(lake: Path, image_id: str, ds: Dataset) -> None:
 
 
 def _withheld_error(key: str, sop_uid: str, method: str, reason: str) -> dict:
-    return {
-        "source_key": key,
-        "SOPInstanceUID": sop_uid,
-        "stage": "pixels",
-        "reason": str(Reason.BURNED_IN_TEXT),
-        "detail": (
-            f"pixels withheld: burned-in text could not be removed and verified ({reason}; steps: {method or 'none'}); "
-            "metadata rows are kept, no preview; see docs/images-and-privacy.md"
-        )[:500],
-    }
+    detail = (
+        f"pixels withheld: burned-in text could not be removed and verified ({reason}; steps: {method or 'none'}); "
+        "metadata rows are kept, no preview; see docs/images-and-privacy.md"
+    )
+    # no quarantine copy: the metadata rows are kept and the raw copy stays in place
+    return ingest_error(key, Reason.BURNED_IN_TEXT, detail[:500], stage="pixels", sop_instance_uid=sop_uid)
 
 
 def _decode_error(key: str, sop_uid: str, exc: Exception) -> dict:
-    return {
-        "source_key": key,
-        "SOPInstanceUID": sop_uid,
-        "stage": "preview",
-        "reason": str(Reason.PIXEL_DECODE),
-        "detail": (
-            f"pixel data could not be decoded ({type(exc).__name__}: {exc}); "
-            "metadata rows are kept, no preview"
-        )[:500],
-    }
+    detail = f"pixel data could not be decoded ({type(exc).__name__}: {exc}); metadata rows are kept, no preview"
+    return ingest_error(key, Reason.PIXEL_DECODE, detail[:500], stage="preview", sop_instance_uid=sop_uid)
 
 
 def _render_files_star(args: tuple) -> list[tuple[dict | None, dict | None]]:

@@ -12,13 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.dicom.entities import INGEST_ERRORS, PREVIEWS
+from tasks.dicom.entities import ARCHIVES, INGEST_ERRORS, PREVIEWS
 from tasks.dicom.extract import Lineage
 from tasks.errors import CompressionError
 from tasks.lake.files import disk_full_reported
 from tasks.lake.tables import table_path, write_tables
 from tasks.pixels.preview import PreviewOptions, render_batch
-from tasks.pixels.transcode import ARCHIVES_SCHEMA, ARCHIVES_TABLE, archive_batch, storage_saved
+from tasks.pixels.transcode import archive_batch, storage_saved
 from tasks.pool import reset_process_pool, shared_process_pool
 from tasks.retries import IO_RETRIES, BatchOutcome
 
@@ -57,9 +57,6 @@ def render_previews(
             lambda ex: render_batch(lake_path, images, secret=secret, options=options, executor=ex), n_workers
         )
         extra = {"source_etag": None, "batch_id": lineage.batch_id, "ingested_at": lineage.ingested_at, "ingest_date": lineage.ingest_date}
-        for err in errors:
-            err["quarantine_key"] = None  # metadata rows are kept; the raw copy stays in place
-            err.update(file_size=None, content_hash=None)
         frames_out = {
             PREVIEWS.name: pl.DataFrame([p | extra for p in previews], schema=PREVIEWS.schema),
             INGEST_ERRORS.name: pl.DataFrame([e | extra for e in errors], schema=INGEST_ERRORS.schema),
@@ -67,7 +64,7 @@ def render_previews(
         archived = 0
         if transcode:
             archives = _on_pool(lambda ex: archive_batch(lake_path, images, secret=secret, executor=ex), n_workers)
-            frames_out[ARCHIVES_TABLE] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES_SCHEMA)
+            frames_out[ARCHIVES.name] = pl.DataFrame([a | extra for a in archives], schema=ARCHIVES.schema)
             before, after = storage_saved(archives)
             archived = sum(a["status"] == "archived" for a in archives)
             get_run_logger().info(
@@ -77,7 +74,7 @@ def render_previews(
         rows = write_tables(lake_path, frames_out, ingest_date=lineage.ingest_date, stage="preview", batch_id=outcome.batch_id)
     counts = {"previews": rows[PREVIEWS.name], "preview_errors": rows[INGEST_ERRORS.name]}
     if transcode:  # named after its table, as the other counts: rows of archives (the log says how many were archived)
-        counts[ARCHIVES_TABLE] = rows[ARCHIVES_TABLE]
+        counts[ARCHIVES.name] = rows[ARCHIVES.name]
     return BatchOutcome(
         batch_id=outcome.batch_id,
         rows=counts,

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
@@ -40,12 +39,9 @@ from pydicom.uid import (
 )
 
 from tasks.deid import pseudonym
-from tasks.dicom.entities import LINEAGE_SCHEMA
 from tasks.dicom.extract import quiet_pydicom
 from tasks.lake.files import writing
 from tasks.lake.storage import ARCHIVE_ZONE
-
-ARCHIVES_TABLE = "archives"
 
 #: Transfer syntaxes whose decoded pixels are the original values.
 LOSSLESS_SOURCES = frozenset(
@@ -63,20 +59,6 @@ LOSSLESS_SOURCES = frozenset(
         UID("1.2.840.10008.1.2.4.202"),  # HTJ2K lossless RPCL
     }
 )
-
-#: Schema of the ``archives`` raw table (one row per image with pixel data).
-ARCHIVES_SCHEMA: dict[str, pl.DataType] = {
-    "SOPInstanceUID": pl.Utf8,
-    "archive_key": pl.Utf8,
-    "status": pl.Utf8,
-    "detail": pl.Utf8,
-    "source_transfer_syntax_uid": pl.Utf8,
-    "archive_transfer_syntax_uid": pl.Utf8,
-    "original_bytes": pl.Int64,
-    "archive_bytes": pl.Int64,
-    **LINEAGE_SCHEMA,
-}
-
 
 @dataclass(frozen=True)
 class Archived:

@@ -46,6 +46,24 @@ def test_a_saved_block_sits_between_parameters_and_the_environment(prefect_serve
         resolve_config("no-such-settings")
 
 
+def test_a_block_saved_with_fields_since_removed_still_resolves(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import BlockDocumentUpdate
+
+    from blocks.settings import DicomPipelineSettings, resolve_config
+
+    # provider_bucket_block and lake_bucket_block were fields once: documents saved then still hold them
+    # (save() writes only the fields the class has, so they are put into the stored document by hand)
+    _save("settings-old-fields", lake=str(tmp_path / "lake"))
+    old = {"provider_bucket_block": "dicom-provider-dev", "lake_bucket_block": "dicom-lake-dev"}
+    with get_client(sync_client=True) as client:
+        doc = client.read_block_document_by_name("settings-old-fields", block_type_slug="dicom-pipeline-settings")
+        client.update_block_document(doc.id, BlockDocumentUpdate(data=old))
+    assert DicomPipelineSettings.load("settings-old-fields").provider_bucket_block == "dicom-provider-dev"
+    config = resolve_config("settings-old-fields")
+    assert (config.lake, config.secret) == (str(tmp_path / "lake"), SECRET)
+
+
 def test_cli_checks_the_blocks_source_folder_not_the_default(prefect_server, tmp_path):
     missing = tmp_path / "provider" / "incoming"
     _save("settings-missing-folder", source=str(missing), lake=str(tmp_path / "lake"))

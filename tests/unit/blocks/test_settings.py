@@ -145,3 +145,13 @@ def test_export_deid_from_each_layer(tmp_path):
     assert merge_config({"export_deid": True}, environ={"DICOM_ETL_EXPORT_DEID": "0"}, data_dir=tmp_path).export_deid is True
     with pytest.raises(ConfigError, match="DICOM_ETL_EXPORT_DEID"):
         merge_config({}, environ={"DICOM_ETL_EXPORT_DEID": "maybe"}, data_dir=tmp_path)
+
+
+def test_a_block_saved_with_the_removed_bucket_block_fields_still_loads(tmp_path):
+    """Documents saved before provider_bucket_block/lake_bucket_block went away: Block allows extra fields."""
+    assert not {"provider_bucket_block", "lake_bucket_block"} & set(DicomPipelineSettings.model_fields)
+    saved = {"deid_secret": "block-secret", "lake": "/block/lake",
+             "provider_bucket_block": "dicom-provider-dev", "lake_bucket_block": "dicom-lake-dev"}
+    block = DicomPipelineSettings.model_validate(saved)  # what Block.load does with a document's data
+    config = merge_config({}, block=block, block_name="dev", environ={}, data_dir=tmp_path)
+    assert (config.lake, config.secret, config.settings_block) == ("/block/lake", "block-secret", "dev")

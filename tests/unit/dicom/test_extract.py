@@ -225,3 +225,11 @@ def test_every_row_of_images_has_its_header(pydicom_dir):
     assert frames["instances_header"]["source_key"].to_list() == frames["images"]["source_key"].to_list()
     for text in frames["instances_header"]["header_json"]:
         json.loads(text)
+
+
+def test_an_ingest_error_row_with_its_batch_lineage_fills_every_column_of_the_table():
+    from tasks.dicom.entities import INGEST_ERRORS, LINEAGE_SCHEMA, ingest_error
+
+    row = ingest_error("a.zip!/m", Reason.NESTED_ARCHIVE, "a ZIP in a ZIP", stage="archive", file_size=3)
+    assert set(row) | set(LINEAGE_SCHEMA) == set(INGEST_ERRORS.schema)
+    assert row["reason"] == "nested_archive" and row["file_size"] == 3 and row["quarantine_key"] is None

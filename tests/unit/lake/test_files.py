@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from tasks.errors import DiskFullError
-from tasks.lake.files import disk_full_reported, is_temporary, temporary_name, write_atomic, writing
+from tasks.lake.files import disk_full_reported, is_temporary, sha256_file, temporary_name, write_atomic, writing
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full on this system")
@@ -68,3 +71,13 @@ def test_a_full_disk_is_named_with_the_folder(tmp_path, write):
 def test_other_errors_pass_through(tmp_path):
     with pytest.raises(FileNotFoundError), disk_full_reported(tmp_path):
         (tmp_path / "missing" / "x").read_bytes()
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) + 3])  # empty, one byte, several of file_digest's reads
+def test_a_file_hash_is_its_content_sha256_and_a_copy_gets_every_byte(tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    copy = io.BytesIO()
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert sha256_file(str(tmp_path / "f"), copy_to=copy) == hashlib.sha256(data).hexdigest()
+    assert copy.getvalue() == data
