@@ -85,6 +85,21 @@ def test_a_second_run_duplicates_nothing(ingested):
     assert dupes == 0
 
 
+def test_a_run_with_nothing_new_starts_no_warehouse_build(ingested):
+    from flows.ingest import ingest_dicom
+    from tests.runs import task_runs
+
+    state = ingest_dicom(
+        source=str(ingested["source"]), lake=str(ingested["lake"]), warehouse=str(ingested["warehouse"]), return_state=True
+    )
+    summary = state.result()
+    assert summary["files"] == 0
+    assert summary["warehouse_rows"] == ingested["first"]["warehouse_rows"]  # still reported, from the warehouse
+    names = [t.name for t in task_runs(state.state_details.flow_run_id)]
+    assert any(n.startswith("list-source") for n in names), names
+    assert not any(n.startswith("build-warehouse") for n in names), names  # no subflow: the warehouse was current
+
+
 def test_processed_layer_holds_no_phi_of_the_synthetic_patients(ingested):
     phi: set[str] = set()
     for path in (ingested["source"] / "synthetic").rglob("*"):
