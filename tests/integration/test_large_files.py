@@ -54,6 +54,7 @@ def test_a_3_gb_file_is_extracted_and_previewed_in_bounded_memory(tmp_path):
     script = f"""
 import json, re
 from pathlib import Path
+from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
 frames = extract_batch([SourceFile(Path({str(big)!r}), "big.dcm", "e")], Lineage("b"),
                        previews=PreviewJob(Path({str(tmp_path / 'lake')!r}), "s"))
 image = frames["images"].row(0, named=True)
