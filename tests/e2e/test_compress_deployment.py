@@ -38,7 +38,9 @@ def worker(prefect_server, tmp_path_factory):
         name="remote", work_pool_name=POOL, print_next_steps=False
     )
     log = (tmp_path_factory.mktemp("worker") / "worker.log").open("w")
-    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO)}
+    # polling every 2 s, not Prefect's default 10 s: each batch's run waits for a poll
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
+                        "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process", "--limit", "2"],
         cwd=REPO,
@@ -70,7 +72,7 @@ def test_ingest_in_deployment_mode_renders_previews_on_the_worker(worker, synthe
         source=str(source),
         lake=str(lake),
         warehouse=str(tmp_path / "wh.duckdb"),
-        batch_size=8,
+        batch_size=13,  # 25 files: two batches, so two compress-dicom runs at once (the worker's limit)
         deid_secret="remote-e2e-secret",
         compression="deployment",
     ).save("compress-e2e", overwrite=True)
@@ -98,5 +100,5 @@ def test_ingest_in_deployment_mode_renders_previews_on_the_worker(worker, synthe
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["compress-dicom"])))
-    assert len(runs) >= summary["batches"]
+    assert summary["batches"] == 2 and len(runs) >= summary["batches"]
     assert all(r.state is not None and r.state.is_completed() for r in runs)

@@ -1,9 +1,11 @@
 """Deployments end to end: files arrive -> events -> triggers -> ingest and dbt runs -> rows.
 
-A real Prefect server (its own process, on a free port, fresh database), the work pools of
+The session's Prefect server (other modules' runs and events are on it too: everything read
+here is what arrived after this module deployed), the work pools of
 ``deployments/create-pools.sh``, ``prefect --no-prompt deploy --all`` of the project's
 ``prefect.yaml``, a process worker, and the event sources: the folder watcher and the
-S3 -> SQS bridge on moto's server. Nothing starts a flow run by hand.
+S3 -> SQS bridge on the session's moto server. Nothing starts a flow run by hand. The
+deployments and automations are deleted when the module ends, so no later event starts a run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +27,9 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: What `prefect deploy --all` creates from prefect.yaml (and the module deletes at its end).
+DEPLOYMENTS = {"provider", "local", "rebuild", "date-range", "remote"}
+AUTOMATIONS = {"ingest-on-arrival", "dbt-after-ingest"}
 
 
 class Stack:
@@ -42,6 +40,8 @@ class Stack:
         self.procs: list[tuple[subprocess.Popen, object]] = []
         self.api = ""
         self.env: dict[str, str] = {}
+        self.earlier_runs: set[str] = set()  # runs other modules left on the session server
+        self.started = datetime.now(UTC)
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
@@ -68,13 +68,23 @@ class Stack:
             f"--- {p.name} ---\n{p.read_text()[-4000:]}" for p in sorted(self.root.glob("*.log"))
         )
 
+    def all_flow_run_ids(self) -> set[str]:
+        return {r["id"] for r in self._read_all("flow_runs")}
+
+    def _read_all(self, what: str) -> list[dict]:
+        out: list[dict] = []
+        while True:
+            response = httpx.post(f"{self.api}/{what}/filter", json={"limit": 200, "offset": len(out)}, timeout=30)
+            response.raise_for_status()
+            page = response.json()
+            out += page
+            if len(page) < 200:
+                return out
+
     def flow_runs(self) -> list[dict]:
-        response = httpx.post(f"{self.api}/flow_runs/filter", json={"limit": 200}, timeout=30)
-        response.raise_for_status()
-        runs = response.json()
-        deployments = {
-            d["id"]: d for d in httpx.post(f"{self.api}/deployments/filter", json={}, timeout=30).json()
-        }
+        """Every flow run since this module deployed (none of the other modules' runs)."""
+        runs = [r for r in self._read_all("flow_runs") if r["id"] not in self.earlier_runs]
+        deployments = {d["id"]: d for d in self._read_all("deployments")}
         flows = {f["id"]: f["name"] for f in httpx.post(f"{self.api}/flows/filter", json={}, timeout=30).json()}
         for run in runs:
             dep = deployments.get(run.get("deployment_id"))
@@ -83,43 +93,32 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
-    """moto's S3 + SQS server; the worker's flow runs reach it through AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def moto_endpoint(moto_s3) -> str:
+    """The session's moto server (S3 + SQS); the worker's flow runs reach it through AWS_ENDPOINT_URL."""
+    return moto_s3["url"]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, moto_endpoint):
-    """Server + pools + `prefect deploy --all` + a process worker, with a local settings block."""
+def stack(prefect_server, tmp_path_factory, moto_endpoint):
+    """Pools + `prefect deploy --all` on the session server + a process worker, with a local settings block."""
+    from prefect.settings import PREFECT_API_URL
+
     root = tmp_path_factory.mktemp("deploy")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    api = PREFECT_API_URL.value()
     env = {
         **os.environ,
         "PREFECT_API_URL": api,
         "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "DICOM_ETL_SETTINGS_BLOCK": "e2e-local",
         "DICOM_ETL_DEID_SECRET": "e2e-secret",
         "PYTHONUNBUFFERED": "1",
         **_aws_env(moto_endpoint),
     }
-    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     s = Stack(root)
-    s.api, s.env = api, env
-    server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root}/prefect.db"}
-    server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    s.start("server", server, server_env)
+    s.api = api
+    s.earlier_runs = s.all_flow_run_ids()
     try:
-        _wait(lambda: _healthy(api), 180, "the Prefect server to answer", s)
         s.env = {**env, "PREFECT": f"{sys.executable} -m prefect"}
         s.run(["bash", str(ROOT / "deployments" / "create-pools.sh")], timeout=300)
         incoming, lake, warehouse = root / "incoming", root / "lake", root / "warehouse.duckdb"
@@ -139,18 +138,22 @@ def stack(tmp_path_factory, moto_endpoint):
         yield s
     finally:
         s.stop()
+        _delete_what_deploy_created(api)
+
+
+def _delete_what_deploy_created(api: str) -> None:
+    """Delete the module's automations and deployments: later modules' events must start no run."""
+    for automation in httpx.post(f"{api}/automations/filter", json={}, timeout=30).json():
+        if automation["name"] in AUTOMATIONS:
+            httpx.delete(f"{api}/automations/{automation['id']}", timeout=30).raise_for_status()
+    for deployment in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json():
+        if deployment["name"] in DEPLOYMENTS:
+            httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=30).raise_for_status()
 
 
 def _aws_env(endpoint: str) -> dict[str, str]:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _wait(predicate, timeout: float, what: str, stack: Stack | None = None, every: float = 2.0):  # noqa: ANN001
@@ -174,11 +177,11 @@ def _settled_runs(stack: Stack, *, want_ingest: int) -> list[dict] | None:
 
 
 def test_deploy_created_every_deployment_and_trigger(stack):
-    names = {r for r in (d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}).json())}
-    assert {"provider", "local", "rebuild", "date-range"} <= names
+    deployments = [d for d in httpx.post(f"{stack.api}/deployments/filter", json={}).json() if d["name"] in DEPLOYMENTS]
+    assert {d["name"] for d in deployments} == DEPLOYMENTS
     automations = httpx.post(f"{stack.api}/automations/filter", json={}).json()
-    assert {"ingest-on-arrival", "dbt-after-ingest"} <= {a["name"] for a in automations}
-    for deployment in httpx.post(f"{stack.api}/deployments/filter", json={}).json():
+    assert AUTOMATIONS <= {a["name"] for a in automations}
+    for deployment in deployments:
         [step] = deployment["pull_steps"]
         directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
         assert Path(directory) == ROOT, (deployment["name"], directory)  # recorded at deploy time
@@ -193,7 +196,7 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
         shutil.copy(pydicom_dir / name, odd / name)
     (odd / "notes.txt").write_text("not a DICOM file")
 
-    runs = _wait(lambda: _settled_runs(stack, want_ingest=1), 900, "ingest and dbt runs to finish", stack, every=5)
+    runs = _wait(lambda: _settled_runs(stack, want_ingest=1), 900, "ingest and dbt runs to finish", stack, every=2)
     by_deployment = {}
     for r in runs:
         by_deployment.setdefault(r["deployment_name"], []).append(r["state_type"])
@@ -261,7 +264,8 @@ def test_ingest_completed_starts_a_build_only_when_asked(stack):
 
 
 def _events(stack: Stack, name: str) -> list[dict]:
-    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}
+    # since this module deployed: other modules' ingests emitted these events on the session server too
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": stack.started.isoformat()}}, "limit": 50}
     return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
 
 
@@ -277,18 +281,18 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
     aws = _aws_env(moto_endpoint)
     s3, sqs = (boto3.client(name, endpoint_url=moto_endpoint, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing") for name in ("s3", "sqs"))
-    s3.create_bucket(Bucket="provider")
-    queue = sqs.create_queue(QueueName="provider-events")["QueueUrl"]
-    dlq = sqs.create_queue(QueueName="provider-events-dlq")["QueueUrl"]
+    s3.create_bucket(Bucket="deploy-provider")  # names of its own on the session's moto server
+    queue = sqs.create_queue(QueueName="deploy-provider-events")["QueueUrl"]
+    dlq = sqs.create_queue(QueueName="deploy-provider-events-dlq")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     s3.put_bucket_notification_configuration(
-        Bucket="provider",
+        Bucket="deploy-provider",
         NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
     )
     # the provider deployment ingests its configured source; events only narrow what a run lists
     stack.run([sys.executable, "-c", (
         "from blocks.settings import DicomPipelineSettings as S;"
-        f"S(source='s3://provider/upload/', lake={str(stack.lake)!r}, warehouse={str(stack.warehouse)!r},"
+        f"S(source='s3://deploy-provider/upload/', lake={str(stack.lake)!r}, warehouse={str(stack.warehouse)!r},"
         "batch_size=50, deid_secret='e2e-secret').save('e2e-local', overwrite=True)"
     )])
     before = {r["id"] for r in stack.flow_runs()}
@@ -296,13 +300,13 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
                            "--window", "3"], {**stack.env, **aws})
     files = sorted(p for p in synthetic_dir.rglob("*") if p.is_file())
     for path in files[: len(files) // 2]:
-        s3.put_object(Bucket="provider", Key=f"upload/site 1/{path.relative_to(synthetic_dir).as_posix()}",
+        s3.put_object(Bucket="deploy-provider", Key=f"upload/site 1/{path.relative_to(synthetic_dir).as_posix()}",
                       Body=path.read_bytes())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for path in files[len(files) // 2 :]:
             zf.writestr(path.relative_to(synthetic_dir).as_posix(), path.read_bytes())
-    s3.put_object(Bucket="provider", Key="upload/study.zip", Body=buf.getvalue())
+    s3.put_object(Bucket="deploy-provider", Key="upload/study.zip", Body=buf.getvalue())
 
     def new_runs_done():
         runs = [r for r in stack.flow_runs() if r["id"] not in before]
@@ -311,10 +315,10 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
             return runs
         return None
 
-    runs = _wait(new_runs_done, 900, "runs started by S3 uploads to finish", stack, every=5)
+    runs = _wait(new_runs_done, 900, "runs started by S3 uploads to finish", stack, every=2)
     assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
     read = {r["parameters"].get("within") for r in runs if r["deployment_name"] == "ingest-dicom/provider"}
-    assert read and all(src.startswith("s3://provider/upload/") for src in read), read
+    assert read and all(src.startswith("s3://deploy-provider/upload/") for src in read), read
     raw = duckdb.sql(
         f"select source_key from read_parquet('{stack.lake}/tables/images/**/*.parquet', union_by_name=true)"
     ).fetchall()
@@ -330,7 +334,7 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
 def test_the_compress_pool_runs_as_the_docs_say(stack, synthetic_dir):
     """`prefect worker start --pool dicom-compress` (README, prefect.yaml) renders a run's previews."""
     stack.start("compress-worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-compress"],
-                cwd=stack.root)
+                {**stack.env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=stack.root)
     source, lake = stack.root / "compress-in", stack.root / "compress-lake"
     shutil.copytree(synthetic_dir, source)
     stack.run([sys.executable, "-c", (
@@ -349,6 +353,6 @@ def test_the_compress_pool_runs_as_the_docs_say(stack, synthetic_dir):
             return runs
         return None
 
-    runs = _wait(done, 900, "ingest-dicom/local and its compress-dicom/remote runs", stack, every=5)
+    runs = _wait(done, 900, "ingest-dicom/local and its compress-dicom/remote runs", stack, every=2)
     assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
     assert list((lake / "previews").rglob("*.jpg")), "previews rendered on the dicom-compress worker"

@@ -1,8 +1,7 @@
-"""Integration fixtures: moto's S3 server on 127.0.0.1, and one DuckDB warehouse build shared by the dbt tests."""
+"""Integration fixtures: one extracted lake and one DuckDB warehouse build shared by the dbt and Snowflake tests; a boto3 client on the session's moto server."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -18,32 +17,45 @@ SECRET = "duckdb-test-secret"
 
 
 @pytest.fixture(scope="session")
-def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
-    """Lake from pydicom's files + a synthetic set; warehouse built, rebuilt, re-ingested, extended,
-    then increments in a random order (a changed object, a duplicate conflict, a late batch),
-    and the same lake built again with a full refresh."""
-    from flows.warehouse import build_warehouse
+def first_lake(tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
+    """pydicom's files + the synthetic set, extracted once (key ``SECRET``, exports on) an hour ago.
 
-    root = tmp_path_factory.mktemp("dbt_duckdb")
+    Shared: a test that builds from it or adds to it copies the lake first; the source is read only.
+    """
+    root = tmp_path_factory.mktemp("first_lake")
     source = root / "incoming"
     shutil.copytree(synthetic_dir, source / "synthetic")
     shutil.copytree(pydicom_dir, source / "pydicom")
+    ingested_at = datetime.now(UTC) - timedelta(hours=1)
+    build_lake(source, root / "lake", secret=SECRET, ingested_at=ingested_at, export_judge=pixels_as_they_are)
+    return {"source": source, "lake": root / "lake", "ingested_at": ingested_at}
+
+
+@pytest.fixture(scope="session")
+def duckdb_built(prefect_server, tmp_path_factory, first_lake) -> dict:
+    """Lake from pydicom's files + a synthetic set; warehouse built, rebuilt (nothing new), then the
+    same files re-ingested and a new batch built in one go (extended), a separate warehouse built
+    from that lake, then increments in a random order (a changed object, a duplicate conflict, a
+    late batch), and the separate warehouse built again with a full refresh: seven dbt runs."""
+    from flows.warehouse import build_warehouse
+
+    root = tmp_path_factory.mktemp("dbt_duckdb")
+    source, t0 = first_lake["source"], first_lake["ingested_at"]
     lake, warehouse = root / "lake", root / "warehouse.duckdb"
+    shutil.copytree(first_lake["lake"], lake)
     mp = pytest.MonkeyPatch()
     mp.setenv("DICOM_ETL_DEID_SECRET", SECRET)
-    t0 = datetime.now(UTC) - timedelta(hours=1)
-    build_lake(source, lake, secret=SECRET, ingested_at=t0, export_judge=pixels_as_they_are)
     first = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     rerun_state = build_warehouse(lake=str(lake), warehouse=str(warehouse), return_state=True)
-    # the same files ingested again (same batches, later ingest time)
+    # the same files ingested again (same batches, later ingest time), built with the next batch:
+    # a re-ingest that doubled rows would show against the separate warehouse built below
     build_lake(source, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=10), export_judge=pixels_as_they_are)
-    reingested = build_warehouse(lake=str(lake), warehouse=str(warehouse))
     # a new batch of new patients
     more = root / "more"
     generate_studies(more / "synthetic-2", patients=2, studies_per_patient=1, series_per_study=1, images_per_series=2, seed=99)
     build_lake(more, lake, secret=SECRET, ingested_at=t0 + timedelta(minutes=20), export_judge=pixels_as_they_are)
     extended = build_warehouse(lake=str(lake), warehouse=str(warehouse))
-    # a separate warehouse from the same lake and key: a separate run
+    # a separate warehouse from the same lake and key: a separate run, with no history
     other = build_warehouse(lake=str(lake), warehouse=str(root / "other.duckdb"))
     for step, increment in enumerate(random.Random(16).sample(INCREMENTS, len(INCREMENTS)), start=3):
         folder = root / f"increment-{increment.__name__}"
@@ -59,7 +71,7 @@ def duckdb_built(prefect_server, tmp_path_factory, synthetic_dir, pydicom_dir) -
     return {
         "root": root, "source": source, "more": more, "lake": lake, "warehouse": warehouse,
         "other": root / "other.duckdb", "first": first, "rerun": rerun_state.result(),
-        "rerun_run_id": rerun_state.state_details.flow_run_id, "reingested": reingested,
+        "rerun_run_id": rerun_state.state_details.flow_run_id,
         "extended": extended, "other_counts": other, "refreshed": refreshed,
     }
 
@@ -93,32 +105,6 @@ def _late_batch(folder: Path, source: Path) -> datetime:
 
 
 INCREMENTS = [_changed_object, _duplicate_conflict, _late_batch]
-
-
-@pytest.fixture(scope="session")
-def moto_s3():
-    """moto's server over HTTP; the standard AWS_* variables point boto3 and s3fs at it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield {"host": host, "port": port, "url": env["AWS_ENDPOINT_URL"]}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
 
 
 @pytest.fixture

@@ -17,13 +17,12 @@ import pytest
 
 from tasks.deid import pseudo_uid, pseudonym
 from tasks.warehouse.dbt import PROCESSED_TABLES
-from tests.integration.lakes import build_lake
+from tests.integration.conftest import SECRET
 from tests.integration.phi import collect_phi, find_phi
 from tests.runs import task_runs
 
 # the module fixture builds the warehouse three times (seconds each on an idle machine)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
-SECRET = "snowflake-test-secret"
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +38,11 @@ def fakesnow_server():
 
 
 @pytest.fixture(scope="module")
-def snowflake_lake(tmp_path_factory, synthetic_dir, pydicom_dir) -> dict:
+def snowflake_lake(tmp_path_factory, first_lake) -> dict:
+    """A copy of the session's lake of pydicom's files + the synthetic set (with de-identified exports)."""
     root = tmp_path_factory.mktemp("snowflake")
-    source = root / "incoming"
-    shutil.copytree(synthetic_dir, source / "synthetic")
-    shutil.copytree(pydicom_dir, source / "pydicom")
-    build_lake(source, root / "lake", secret=SECRET)
-    return {"source": source, "lake": root / "lake"}
+    shutil.copytree(first_lake["lake"], root / "lake")
+    return {"source": first_lake["source"], "lake": root / "lake"}
 
 
 def _save_blocks(server: dict, lake: Path, *, name: str, database: str, **snowflake) -> None:  # noqa: ANN003

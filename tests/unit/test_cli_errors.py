@@ -1,8 +1,9 @@
 """Bad input to `python -m flows`: one line on stderr naming the input and what to do, a non-zero exit.
 
-Every case runs the real command line in a subprocess, all of them at once; none needs a
-Prefect server (the checks run before one would be started), so the whole batch takes
-the time of its slowest Python start.
+Every case runs the command line's ``main`` in this process, as ``python -m flows`` calls
+it; none needs a Prefect server (the checks run before one would be asked anything). Two
+cases also run as real processes, at once: a usage error argparse exits on, and an error
+raised after Prefect was imported (its exit-time workers must not add lines to stderr).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.cli import one_line_failures
+import pytest
+
+from tests.cli import one_line_failure, one_line_failures, run_main
 
 
 def _unwritable(tmp_path: Path) -> str:
@@ -23,16 +26,21 @@ def _unwritable(tmp_path: Path) -> str:
     return str(folder / "lake")
 
 
-def test_each_bad_input_is_one_line_and_a_non_zero_exit(tmp_path):
+@pytest.fixture
+def bad_inputs(tmp_path, monkeypatch) -> dict:
+    """argv: (exit code, words the one stderr line must hold); the environment a user without a server has."""
+    monkeypatch.setenv("DICOM_ETL_DEID_SECRET", "x")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.delenv("DICOM_ETL_SETTINGS_BLOCK", raising=False)
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     source = tmp_path / "incoming"
     source.mkdir()
     src = ["--source", str(source)]
-    cases = {
-        # argv: (exit code, words the line must hold)
+    return {
         ("ingest", *src, "--lake", _unwritable(tmp_path)): (2, ["lake", "--lake"]),
         ("ingest", *src, "--lake", str(a_file / "lake")): (2, [str(a_file / "lake"), "a file is in the way", "--lake"]),
+        ("ingest", "--source", str(tmp_path / "missing"), "--no-dbt"): (2, [str(tmp_path / "missing"), "does not exist", "--source"]),
         ("ingest", *src, "--since", "yesterday"): (2, ["--since", "'yesterday'", "2024-05-01"]),
         ("ingest", *src, "--since", "2024-13-01"): (2, ["--since", "'2024-13-01'", "month"]),
         ("ingest", *src, "--date", "2024/05/01"): (2, ["--date", "'2024/05/01'", "YYYY-MM-DD"]),
@@ -46,7 +54,19 @@ def test_each_bad_input_is_one_line_and_a_non_zero_exit(tmp_path):
         ("synth", "--out", str(a_file / "out")): (2, [str(a_file / "out"), "--out"]),
         ("demo", "--data-dir", str(a_file / "demo")): (2, [str(a_file / "demo"), "--data-dir"]),
     }
-    env = os.environ | {"DICOM_ETL_DEID_SECRET": "x", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    env.pop("DICOM_ETL_SETTINGS_BLOCK", None)
-    failures = one_line_failures(cases, env)
+
+
+def test_each_bad_input_is_one_line_and_a_non_zero_exit(bad_inputs, capsys):
+    failures = []
+    for argv, (code, words) in bad_inputs.items():
+        failure = one_line_failure(argv, code, words, run_main(argv, capsys))
+        if failure:
+            failures.append(failure)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_a_real_process_prints_the_one_line_and_exits_with_its_code(bad_inputs):
+    cases = {argv: want for argv, want in bad_inputs.items() if argv[-2:] == ("--batch-size", "-5") or "--no-dbt" in argv}
+    assert len(cases) == 2
+    failures = one_line_failures(cases, dict(os.environ))
     assert not failures, "\n\n".join(failures)

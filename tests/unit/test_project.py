@@ -66,20 +66,17 @@ def test_work_pool_templates_are_valid_json_with_variables():
         assert "env" in template["variables"]["properties"], path.name
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["ingest"], ["warehouse"], ["server"], ["bridge"], ["watch"]])
-def test_cli_help(command):
-    out = subprocess.run(
-        [sys.executable, "-m", "flows", *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+def test_python_m_flows_answers_help():
+    """The entry point itself, in a real process; each command's --help runs in process below."""
+    out = subprocess.run([sys.executable, "-m", "flows", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: python -m flows" in out.stdout
 
 
-def test_cli_reports_a_missing_source_clearly(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "flows", "ingest", "--source", str(tmp_path / "missing"), "--no-dbt"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "DICOM_ETL_DEID_SECRET": "x", "PREFECT_API_URL": ""},
-    )
-    assert out.returncode == 2
-    assert "does not exist" in out.stderr and "--source" in out.stderr
+@pytest.mark.parametrize("command", [["demo"], ["ingest"], ["warehouse"], ["server"], ["bridge"], ["watch"]])
+def test_cli_help(command, capsys):
+    from tests.cli import run_main
+
+    code, out, err = run_main([*command, "--help"], capsys)
+    assert code == 0, err
+    assert "usage: python -m flows" in out

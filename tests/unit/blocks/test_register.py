@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from blocks.register import ENV_VARS, RegistrationError, collect_values, settings_fields
 
-ROOT = Path(__file__).resolve().parents[3]
 
+def test_help_lists_every_variable_read(capsys):
+    from tests.cli import run_main
 
-def test_help_lists_every_variable_read():
-    out = subprocess.run([sys.executable, "-m", "flows", "blocks", "register", "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    missing = [var for var in ENV_VARS.values() if var not in out.stdout]
-    assert not missing and "DICOM_ETL_DBT_TARGET" in out.stdout and "DICOM_ETL_BATCH_SIZE" in out.stdout
+    code, out, err = run_main(["blocks", "register", "--help"], capsys)
+    assert code == 0, err
+    missing = [var for var in ENV_VARS.values() if var not in out]
+    assert not missing and "DICOM_ETL_DBT_TARGET" in out and "DICOM_ETL_BATCH_SIZE" in out
 
 
 def test_a_snowflake_account_makes_the_target_snowflake_unless_said_otherwise():

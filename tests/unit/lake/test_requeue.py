@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +11,6 @@ from tasks.lake.tables import write_parquet_atomic
 from tasks.lake.manifest import manifest_frame, pending_objects, processed_versions, read_local_manifest, requeue_frame
 from tasks.lake.storage import ObjectInfo
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -38,20 +35,21 @@ def test_requeued_objects_are_pending_again_and_done_ones_are_not(tmp_path):
     assert pending_objects(objects, processed_versions(read_local_manifest(lake))) == []
 
 
-def test_errors_and_requeue_commands_on_a_lake(tmp_path):
+def test_errors_and_requeue_commands_on_a_lake(tmp_path, capsys):
+    from tests.cli import run_main
+
     lake, _ = _lake(tmp_path)
     errors = pl.DataFrame(
         {"source_key": ["bad.dcm"], "stage": ["extract"], "reason": ["not_dicom"], "detail": ["no preamble"],
          "quarantine_key": ["quarantine/not_dicom/bad.dcm"], "ingested_at": [T0]}
     )
     write_parquet_atomic(errors, lake / "tables" / "ingest_errors" / "ingest_date=2026-01-01" / "x.parquet")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "flows", *a, "--lake", str(lake)],  # noqa: E731
-                                    cwd=ROOT, capture_output=True, text=True, timeout=120)
-    listed = run("errors")
-    assert listed.returncode == 0 and "not_dicom" in listed.stdout and "bad.dcm" not in listed.stdout
-    assert "bad.dcm" in run("errors", "--keys").stdout
-    requeued = run("requeue", "--reason", "not_dicom")
-    assert requeued.returncode == 0 and "requeued 1 object;" in requeued.stdout
+    run = lambda *a: run_main([*a, "--lake", str(lake)], capsys)  # noqa: E731 - (exit code, stdout, stderr)
+    code, out, _ = run("errors")
+    assert code == 0 and "not_dicom" in out and "bad.dcm" not in out
+    assert "bad.dcm" in run("errors", "--keys")[1]
+    code, out, _ = run("requeue", "--reason", "not_dicom")
+    assert code == 0 and "requeued 1 object;" in out
     pending = pending_objects([ObjectInfo("bad.dcm", 5, "e2")], processed_versions(read_local_manifest(lake)))
     assert [o.key for o in pending] == ["bad.dcm"]
 

@@ -19,6 +19,7 @@ from tasks.dicom.extract import Lineage, PreviewJob, SourceFile, extract_batch
 from tasks.dicom.instance import extract_dataset, read_dicom
 from tasks.pixels.display import display_frame, middle_frame, native_display
 from tasks.pixels.preview import PreviewOptions, render_batch
+from tasks.pool import make_process_pool
 
 
 def _file(
@@ -124,15 +125,18 @@ def test_extraction_with_previews_gives_the_rows_and_files_of_the_separate_step(
         for d in (synthetic_dir, pydicom_dir) for p in sorted(d.rglob("*")) if p.is_file()
     ]
     lineage = Lineage("b")
-    fused = extract_batch(files, lineage, previews=PreviewJob(tmp_path / "fused", secret, PreviewOptions()))
-    plain = extract_batch(files, lineage)
+    # both paths on a process pool, as a run has them (rows and files do not depend on the workers)
+    with make_process_pool(2) as pool:
+        fused = extract_batch(files, lineage, executor=pool, parts=2,
+                              previews=PreviewJob(tmp_path / "fused", secret, PreviewOptions()))
+        plain = extract_batch(files, lineage)
+        images = [
+            (next(f.path for f in files if f.key == key), key, uid)
+            for key, uid in plain["images"].filter(plain["images"]["has_pixel_data"]).select("source_key", "SOPInstanceUID").iter_rows()
+        ]
+        previews, errors = render_batch(tmp_path / "separate", images, secret=secret, executor=pool)
     for table in ("images", "patients", "ingest_errors"):
         assert fused[table].equals(plain[table])
-    images = [
-        (next(f.path for f in files if f.key == key), key, uid)
-        for key, uid in plain["images"].filter(plain["images"]["has_pixel_data"]).select("source_key", "SOPInstanceUID").iter_rows()
-    ]
-    previews, errors = render_batch(tmp_path / "separate", images, secret=secret)
     columns = ["source_key", "preview_key", "preview_width", "preview_height", "frame_index"]
     assert fused["previews"].select(columns).sort("source_key").rows() == sorted(tuple(p[c] for c in columns) for p in previews)
     assert sorted(fused["preview_errors"]["source_key"]) == sorted(e["source_key"] for e in errors)
