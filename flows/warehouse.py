@@ -32,8 +32,10 @@ from tasks.warehouse.dbt import (
     PROFILE_SNOWFLAKE_BLOCK,
     count_rows,
     count_rows_snowflake,
+    DbtOutcome,
     dbt_environment,
     dbt_failure_message,
+    dbt_outcome,
     dbt_target_dir,
     remove_compiled_sql,
     select_profile_target,
@@ -105,7 +107,7 @@ def build_warehouse(
     return counts
 
 
-def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps: StepTimes) -> Any:  # noqa: ANN401 - dbt's result
+def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps: StepTimes) -> DbtOutcome:
     """``dbt <command>`` in one task (or prefect-dbt's task per model and test); dbt's parse and execution timed apart."""
     start = time.perf_counter()
     import dbt.cli.main  # noqa: F401 - seconds of imports: only when there is something to build
@@ -134,14 +136,14 @@ def _run_dbt(config: PipelineConfig, command: str, *, full_refresh: bool, steps:
             if config.dbt_node_tasks:  # a task run per model and test: ~10 s of API work per build
                 from prefect_dbt import PrefectDbtRunner
 
-                result = PrefectDbtRunner(settings=settings, raise_on_failure=False).invoke(args)
+                result = dbt_outcome(PrefectDbtRunner(settings=settings, raise_on_failure=False).invoke(args))
             else:
                 result = run_dbt(args, settings, project_dir=DBT_PROJECT_DIR, target_path=target_dir)
         finally:
             close_dbt_duckdb()
             remove_compiled_sql(target_dir)
     total = time.perf_counter() - start
-    executed = float(getattr(getattr(result, "result", None), "elapsed_time", 0.0) or 0.0)
+    executed = result.elapsed
     steps.add("dbt parse and start", max(0.0, total - executed))
     steps.add(f"dbt {command} (models and tests)", executed)
     return result

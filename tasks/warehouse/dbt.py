@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,28 +180,42 @@ def invoke_dbt(
     ])
 
 
-def node_results(result: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - dbt's dbtRunnerResult
-    """One row per dbt node that ran: name, type, status, seconds, and the message of a failing test."""
-    rows = []
-    for r in getattr(getattr(result, "result", None), "results", None) or []:
-        node = r.node
+@dataclass(frozen=True)
+class DbtOutcome:
+    """What a flow needs of a dbt invocation, read once from dbt's result (plain data, no dbt objects)."""
+
+    success: bool
+    #: one row per node that ran: node, type, status, seconds, and the message of a failing test
+    nodes: list[dict[str, Any]]
+    #: dbt's own error when it stopped before any node ran (a project or connection error)
+    error: str | None
+    #: seconds dbt spent running nodes (parse and start excluded)
+    elapsed: float
+
+
+def dbt_outcome(result: Any) -> DbtOutcome:  # noqa: ANN401 - dbt's dbtRunnerResult
+    """The :class:`DbtOutcome` of a ``dbtRunner`` (or prefect-dbt) result."""
+    run = getattr(result, "result", None)
+    nodes = []
+    for r in getattr(run, "results", None) or []:
         status = str(getattr(r.status, "value", r.status))
-        kind = str(getattr(node.resource_type, "value", node.resource_type))
+        kind = str(getattr(r.node.resource_type, "value", r.node.resource_type))
         # a failing test's message is a count ("Got 4 results"); a model's database error may quote a value
         message = (r.message or "") if kind == "test" and status == "fail" else ""
-        rows.append({"node": node.name, "type": kind, "status": status, "seconds": round(float(r.execution_time or 0.0), 3), "message": message})
-    return rows
+        nodes.append({"node": r.node.name, "type": kind, "status": status, "seconds": round(float(r.execution_time or 0.0), 3), "message": message})
+    exception = getattr(result, "exception", None)
+    error = str(exception).strip().splitlines()[0] if exception and str(exception).strip() else None
+    return DbtOutcome(bool(result.success), nodes, error, float(getattr(run, "elapsed_time", 0.0) or 0.0))
 
 
-def dbt_failure_message(result: Any, command: str, where: str) -> str:  # noqa: ANN401 - dbt's dbtRunnerResult
+def dbt_failure_message(outcome: DbtOutcome, command: str, where: str) -> str:
     """One line for a failed dbt invocation: the failing models and tests, or dbt's own error."""
     failed = [
         f"{r['type']} {r['node']} ({r['status']}{': ' + r['message'] if r['message'] else ''})"
-        for r in node_results(result) if r["status"] in ("error", "fail")
+        for r in outcome.nodes if r["status"] in ("error", "fail")
     ]
-    exception = getattr(result, "exception", None)
     if failed:
         cause = "; ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-    else:  # dbt stopped before any node ran (a project or connection error)
-        cause = str(exception).strip().splitlines()[0] if exception else "see the dbt task's log"
+    else:  # dbt stopped before any node ran
+        cause = outcome.error or "see the dbt task's log"
     return f"dbt {command} failed on the warehouse {where}: {cause}; dbt's log is in this flow run's dbt task runs (Prefect UI)"

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from tasks.lake.files import disk_full_reported
 from tasks.retries import IO_RETRIES, SNOWFLAKE_RETRIES
+from tasks.warehouse.dbt import DbtOutcome
 from tasks.warehouse.increments import BuildPlan
 
 
@@ -97,14 +98,14 @@ def record_snowflake_build(connector, connect_kwargs: dict, plan: BuildPlan) -> 
 
 
 @task(name="dbt", cache_policy=NO_CACHE)
-def run_dbt(args: list[str], settings: Any, *, project_dir: Path, target_path: Path) -> Any:  # noqa: ANN401 - prefect-dbt settings, dbt's result
+def run_dbt(args: list[str], settings: Any, *, project_dir: Path, target_path: Path) -> DbtOutcome:  # noqa: ANN401 - prefect-dbt settings
     """One ``dbt`` invocation as one task run: dbt's messages in its logs, one row per model and test in an artifact.
 
     Not retried: a failed model or test is data to fix, not a transient error.
     """
     from prefect.artifacts import create_table_artifact
 
-    from tasks.warehouse.dbt import invoke_dbt, node_results
+    from tasks.warehouse.dbt import dbt_outcome, invoke_dbt
 
     logger = get_run_logger()
     levels = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -113,6 +114,7 @@ def run_dbt(args: list[str], settings: Any, *, project_dir: Path, target_path: P
             args, project_dir=project_dir, profiles_dir=profiles_dir, target_path=target_path,
             on_log=lambda level, msg: logger.log(levels[level], "%s", msg),
         )
-    if rows := node_results(result):
-        create_table_artifact(rows, key="dbt-nodes", description=f"dbt {args[0]}: status and seconds of each model and test")
-    return result
+    outcome = dbt_outcome(result)
+    if outcome.nodes:
+        create_table_artifact(outcome.nodes, key="dbt-nodes", description=f"dbt {args[0]}: status and seconds of each model and test")
+    return outcome
