@@ -16,22 +16,21 @@ with images as (
 -- whose preview or withheld state came with this build
 changed as (
     select deid_changed.pseudo_uid as sop_instance_pseudo_uid
-    from {{ ref('stg_images') }} as changed_images
+    from (
+        select changed_images.sop_instance_uid
+        from {{ ref('stg_images') }} as changed_images
+        where {{ study_in_build('changed_images') }}
+        union
+        select changed_previews.sop_instance_uid
+        from {{ ref('stg_previews') }} as changed_previews
+        where {{ in_build('changed_previews') }}
+        union
+        select changed_errors.sop_instance_uid
+        from {{ ref('stg_ingest_errors') }} as changed_errors
+        where {{ in_build('changed_errors') }}
+    ) as changed_uids
     inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
-        on deid_changed.original = changed_images.sop_instance_uid
-    where {{ study_in_build('changed_images') }}
-    union
-    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
-    from {{ ref('stg_previews') }} as changed_previews
-    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
-        on deid_changed.original = changed_previews.sop_instance_uid
-    where {{ in_build('changed_previews') }}
-    union
-    select deid_changed.pseudo_uid as sop_instance_pseudo_uid
-    from {{ ref('stg_ingest_errors') }} as changed_errors
-    inner join {{ source('deid', 'deid_pseudonyms') }} as deid_changed
-        on deid_changed.original = changed_errors.sop_instance_uid
-    where {{ in_build('changed_errors') }}
+        on deid_changed.original = changed_uids.sop_instance_uid
 ),
 {%- endif %}
 
