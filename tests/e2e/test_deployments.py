@@ -138,17 +138,23 @@ def stack(prefect_server, tmp_path_factory, moto_endpoint):
         yield s
     finally:
         s.stop()
-        _delete_what_deploy_created(api)
+        _delete_what_deploy_created()
 
 
-def _delete_what_deploy_created(api: str) -> None:
-    """Delete the module's automations and deployments: later modules' events must start no run."""
-    for automation in httpx.post(f"{api}/automations/filter", json={}, timeout=30).json():
-        if automation["name"] in AUTOMATIONS:
-            httpx.delete(f"{api}/automations/{automation['id']}", timeout=30).raise_for_status()
-    for deployment in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json():
-        if deployment["name"] in DEPLOYMENTS:
-            httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=30).raise_for_status()
+def _delete_what_deploy_created() -> None:
+    """Delete the module's automations and deployments: later modules' events must start no run.
+
+    Through Prefect's client, which retries the 503 a busy SQLite server answers.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations():
+            if automation.name in AUTOMATIONS:
+                client.delete_automation(automation.id)
+        for deployment in client.read_deployments():
+            if deployment.name in DEPLOYMENTS:
+                client.delete_deployment(deployment.id)
 
 
 def _aws_env(endpoint: str) -> dict[str, str]:
