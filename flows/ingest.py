@@ -108,7 +108,7 @@ class _BatchJob:
     transcode: bool
 
     def submit(self, batch: Sequence[ObjectInfo], *, scratch: str, keep: Callable, pass_result: Callable) -> list[PrefectFuture]:
-        """Submit one batch's tasks; the last future is its publication."""
+        """Submit one batch's tasks, in order: its staging, its outcomes, its publication (last)."""
         bid, lake = batch_id(batch), self.config.lake
         staged = stage_to_scratch.with_options(task_run_name=f"stage-{bid}").submit(
             self.root, lake, keep(batch), batch_id=bid, scratch=scratch, access=self.access, ingested_at=self.ingested_at,
@@ -129,7 +129,7 @@ class _BatchJob:
             lake, pass_result(staged), keep(batch), [pass_result(o) for o in outcomes],
             scratch=scratch, access=self.access, processed_at=self.ingested_at,
         )
-        return [*outcomes, published]
+        return [staged, *outcomes, published]
 
 
 def _batch_job(
@@ -183,20 +183,31 @@ def _run_batches(job: _BatchJob, objects: Sequence[ObjectInfo], scratch: str) ->
     # (on threads; Dask serializes the annotations' contents into plain tuples)
     keep, pass_result = (quote, opaque) if window else (_as_is, _as_is)
     outcomes: list[PrefectFuture] = []
-    in_flight: deque[PrefectFuture] = deque()
+    in_flight: deque[tuple[PrefectFuture, PrefectFuture]] = deque()  # (staging, publication) per batch
+    failed_staging: list[PrefectFuture] = []
+
+    def finish_one() -> None:
+        staged, published = in_flight.popleft()
+        published.wait()
+        if staged.state.is_failed():
+            failed_staging.append(staged)
+        progress.advance()
+
     try:
         for batch in batches:
             while window and len(in_flight) >= window:
-                in_flight.popleft().wait()
-                progress.advance()
-            submitted = job.submit(batch, scratch=scratch, keep=keep, pass_result=pass_result)
-            outcomes += submitted
-            in_flight.append(submitted[-1])
-        for published in in_flight:
-            published.wait()
-            progress.advance()
+                finish_one()
+            staged, *batch_outcomes = job.submit(batch, scratch=scratch, keep=keep, pass_result=pass_result)
+            outcomes += batch_outcomes
+            in_flight.append((staged, batch_outcomes[-1]))
+        while in_flight:
+            finish_one()
     finally:
         progress.close()
+    # a batch whose staging failed fails the run with staging's error, not with the
+    # "Run is in PENDING state" of the extraction that never started
+    if failed_staging:
+        failed_staging[0].result()
     return [f.result() for f in outcomes]
 
 

@@ -90,6 +90,19 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_with_space_completes(
     assert set(read_local_manifest(lake)["key"]) == set(_lake_rows(clean)["source_key"])
 
 
+def test_a_disk_full_before_any_extraction_names_the_disk_not_a_pending_task(prefect_server, synthetic_dir, small_disk, monkeypatch):
+    """Staging fails on every batch, so no extraction ever runs: the run's failure is the
+    disk's, not the "Run is in PENDING state" of an extraction that never started."""
+    from flows.ingest import ingest_dicom
+
+    disk, _ = small_disk  # 64 kB: room for the lake's skeleton, not for a batch's raw copies
+    monkeypatch.setenv("DICOM_ETL_DEID_SECRET", "disk-secret")
+    lake = disk / "lake"
+    state = ingest_dicom(source=str(synthetic_dir), lake=str(lake), batch_size=6, run_dbt=False, return_state=True)
+    assert state.is_failed()
+    assert "disk is full" in state.message and str(lake) in state.message, state.message
+
+
 # --- the Prefect API drops out mid-run ----------------------------------------------------
 # An ingest of the synthetic set sends ~37 kB to the API; the outages start after 15 kB.
 
