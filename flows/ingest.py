@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import tempfile
 import threading
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from tasks.lake.manifest import pending_objects
 from tasks.pixels.preview import PreviewOptions
 from tasks.dicom.tasks import extract_staged
 from tasks.lake.tasks import list_source, prepare_lake, publish_to_lake, read_manifest, stage_to_scratch
-from tasks.lake.tables import sweep_partials
+from tasks.lake.tables import begin_local_run, end_local_run
 from tasks.pool import warm_process_pool
 from tasks.lake.storage import ObjectInfo, batch_id, plan_batches
 from tasks.lake.staging import staging_lake_for
@@ -75,12 +76,14 @@ def ingest_dicom(
     ingested_at = datetime.now(UTC)
     scope = resolve_scope(config.source, day=partition_date, within=within)
     job = _batch_job(config, access, scope.root, ingested_at, previews=previews, transcode=transcode)
-    _prepare_run(config, access)
+    run_id = _prepare_run(config, access)
     with tempfile.TemporaryDirectory(prefix="dicom-etl-", ignore_cleanup_errors=True) as scratch:
         listed, objects = _list_pending(scope, config, access, scratch, since=since, incremental=incremental)
         if run_dbt and objects:
             _import_dbt_meanwhile()
         results = _run_batches(job, objects, scratch)
+    if not is_s3_url(config.lake):
+        end_local_run(Path(config.lake), run_id)
     summary = _summarize(listed, objects, results, config)
     if run_dbt:
         summary["warehouse_rows"] = _build_warehouse(config, access, anything_new=bool(objects))
@@ -147,15 +150,18 @@ def _batch_job(
     return _BatchJob(root, config, access, ingested_at, preview_args | export_args, compression, transcode)
 
 
-def _prepare_run(config: PipelineConfig, access: S3Access) -> None:
-    """Before listing: an interrupted run's partial files removed, extraction workers started, the lake's key checked."""
-    if not is_s3_url(config.lake) and (swept := sweep_partials(Path(config.lake))):
+def _prepare_run(config: PipelineConfig, access: S3Access) -> str:
+    """Before listing: the run marked in a local lake (an interrupted run's partial files removed),
+    extraction workers started, the lake's key checked. Returns the run's mark."""
+    run_id = uuid.uuid4().hex
+    if not is_s3_url(config.lake) and (swept := begin_local_run(Path(config.lake), run_id)):
         get_run_logger().info("Removed %d partial files left by an interrupted run", swept)
     if isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner):
         warm_process_pool()  # workers import their libraries while the source is listed
     with temporary_environment(access.env()):
         # previews are named, and the warehouse pseudonymized, with this key: one key per lake
         check_lake_key(config.lake, config.secret)
+    return run_id
 
 
 def _list_pending(

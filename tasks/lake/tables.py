@@ -86,6 +86,34 @@ def quarantine_copy(lake: Path, src: str | Path, key: str, reason: str) -> str:
     return qkey
 
 
+#: One empty file per ingest run writing to a local lake, removed when its batches are done:
+#: a file left here means a run was cut short, and may have left partial files.
+RUNS_ZONE = "_runs"
+
+
+def begin_local_run(lake: Path, run_id: str) -> int:
+    """Mark a run as writing to ``lake``; sweep partial files first if a run may have been cut short.
+
+    Walking the whole lake costs ~0.5 s at 60,000 images, so it is done only when another
+    run's mark is there (a run that was killed or failed), or when the lake predates marks;
+    the marks found are removed with what their runs left. Like :func:`sweep_partials`,
+    this assumes one run per lake at a time. Returns the number of partial files removed.
+    """
+    runs = lake / RUNS_ZONE
+    stale = list(runs.iterdir()) if runs.is_dir() else None
+    swept = sweep_partials(lake) if stale is None or stale else 0
+    for mark in stale or ():  # swept: one run per lake at a time, as for sweep_partials
+        mark.unlink(missing_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / run_id).touch()
+    return swept
+
+
+def end_local_run(lake: Path, run_id: str) -> None:
+    """The run's batches are all written: remove its mark (a failed run keeps it, so the next run sweeps)."""
+    (lake / RUNS_ZONE / run_id).unlink(missing_ok=True)
+
+
 def sweep_partials(lake: Path) -> int:
     """Delete temporary ``.*.partial`` files a killed run left behind; return how many.
 

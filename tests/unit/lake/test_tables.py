@@ -44,3 +44,25 @@ def test_archive_rows_are_written_with_the_registered_schema(pydicom_dir, tmp_pa
     empty = pl.read_parquet(tmp_path / "tables/archives/_empty.parquet")
     assert written.schema == empty.schema
     assert written.select("SOPInstanceUID", "source_key", "status").rows() == [(uid, "ct", "archived")]
+
+
+def test_partial_files_are_swept_only_after_a_run_that_did_not_finish(tmp_path):
+    from tasks.lake.tables import begin_local_run, end_local_run
+
+    lake = tmp_path / "lake"
+    partial = lake / "raw" / "a" / ".x.dcm.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"cut short")
+    # a lake from before run marks: swept once
+    assert begin_local_run(lake, "first") == 1 and not partial.exists()
+    end_local_run(lake, "first")
+    # the last run finished: no walk of the lake (a partial file here would be another run's, in flight)
+    partial.write_bytes(b"in flight")
+    assert begin_local_run(lake, "second") == 0 and partial.exists()
+    # "second" is killed: its mark stays, and the next run sweeps what it left
+    assert begin_local_run(lake, "third") == 1 and not partial.exists()
+    end_local_run(lake, "third")
+    # and its mark is gone with what it left: the run after that walks nothing
+    assert not list((lake / "_runs").iterdir())
+    partial.write_bytes(b"in flight")
+    assert begin_local_run(lake, "fourth") == 0 and partial.exists()
