@@ -108,13 +108,20 @@ def bench_events(work: Path, api: str, *, files: list[Path], window: float, poll
         for path in files:
             s3.put_object(Bucket="provider", Key=f"upload/{path.name}", Body=path.read_bytes())
 
-        def arrived() -> float | None:
-            body = {"filter": {"event": {"name": ["dicom.objects.arrived"]}, "occurred": {"since": datetime.fromtimestamp(uploaded - 5, UTC).isoformat()}}}
+        def first_event(name: str, stamp: str = "occurred") -> float | None:
+            """When the first event ``name`` since the upload occurred (or was ``received`` by the server)."""
+            body = {"filter": {"event": {"name": [name]}, "occurred": {"since": datetime.fromtimestamp(uploaded - 5, UTC).isoformat()}}}
             events = client.post("/events/filter", json=body).json()["events"]
-            return min(_ts(e["occurred"]) for e in events) if events else None
+            return min(_ts(e[stamp]) for e in events) if events else None
+
+        def entered(run_id: str, state_type: str) -> float | None:
+            states = client.get("/flow_run_states/", params={"flow_run_id": run_id}).json()
+            return min((_ts(st["timestamp"]) for st in states if st["type"] == state_type), default=None)
 
         def finished() -> dict | None:
-            runs = [r for r in client.post("/flow_runs/filter", json={"limit": 200}).json() if r["id"] not in before]
+            # the provider deployment's run: the warehouse build is a subflow of it, created and ended later
+            runs = [r for r in client.post("/flow_runs/filter", json={"limit": 200}).json()
+                    if r["id"] not in before and r["parent_task_run_id"] is None]
             done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
             return done[0] if done else None
 
@@ -128,11 +135,14 @@ def bench_events(work: Path, api: str, *, files: list[Path], window: float, poll
         if rows < len(files):
             msg = f"{rows} rows in processed.images after the run, {len(files)} files uploaded"
             raise RuntimeError(msg)
-        event = arrived() or uploaded
+        event = first_event("dicom.objects.arrived") or uploaded
         hops = [
             ("upload -> dicom.objects.arrived (SQS, bridge window)", event),
-            ("-> flow run created (automation)", _ts(run["created"])),
-            ("-> flow run started (worker poll, process start)", _ts(run["start_time"])),
+            ("-> the server received the event", first_event("dicom.objects.arrived", "received") or event),
+            ("-> the automation triggered", first_event("prefect.automation.triggered") or event),
+            ("-> flow run created and scheduled", _ts(run["created"])),
+            ("-> picked up by the worker (Pending)", entered(run["id"], "PENDING") or _ts(run["created"])),
+            ("-> flow run started (process start, imports)", _ts(run["start_time"])),
             ("-> flow run ended (ingest + warehouse build)", _ts(run["end_time"])),
             ("-> rows read in processed.images", rows_seen),
         ]

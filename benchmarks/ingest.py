@@ -7,6 +7,7 @@ its own and the figures are comparable; the Prefect server's start is not timed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -104,14 +105,22 @@ def _free_port() -> int:
 
 
 def _start_server() -> tuple[subprocess.Popen | None, str]:
+    """The server of ``PREFECT_API_URL``, or a new one with a database of its own.
+
+    Not the default database (``~/.prefect``): a run left there from earlier work can hold
+    a deployment's concurrency slot, and the benchmark's run would wait for it forever.
+    """
     if os.environ.get("PREFECT_API_URL"):
         return None, os.environ["PREFECT_API_URL"]
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
+    home = tempfile.mkdtemp(prefix="dicom-bench-prefect-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # after the caller has stopped the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "PREFECT_HOME": home},
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
