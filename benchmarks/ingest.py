@@ -25,7 +25,7 @@ VARIANTS = ("naive", "bare", "pipeline")
 
 
 #: Options of ``bench ingest`` a variant's own process is given too (``--batch-size``...).
-VARIANT_OPTIONS = ("batch_size",)
+VARIANT_OPTIONS = ("batch_size", "dbt")
 
 
 def variant_options(args: argparse.Namespace) -> list[str]:
@@ -64,11 +64,11 @@ def _run_one(args: argparse.Namespace) -> int:
         from benchmarks.reference import bare_loop
 
         bare_loop(files, out)
-    else:  # as a user runs it: `python -m flows ingest --no-dbt`, the same process
+    else:  # as a user runs it: `python -m flows ingest [--no-dbt]`, the same process
         from flows.cli import main
 
         argv = ["ingest", "--source", str(source), "--lake", str(out / "lake"),
-                "--warehouse", str(out / "warehouse.duckdb"), "--no-dbt"]
+                "--warehouse", str(out / "warehouse.duckdb"), *([] if args.dbt else ["--no-dbt"])]
         if main([*argv, "--batch-size", str(args.batch_size)] if args.batch_size else argv) != 0:
             msg = "the pipeline variant failed (its error is above)"
             raise RuntimeError(msg)

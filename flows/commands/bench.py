@@ -59,13 +59,16 @@ def _add_ingest(kinds: argparse._SubParsersAction) -> None:
     from benchmarks.ingest import VARIANTS
 
     p = kinds.add_parser(
-        "ingest", help="ingest end to end (dbt excluded) vs a naive reference and a bare single-core loop"
+        "ingest", help="ingest end to end (dbt excluded unless --dbt) vs a naive reference and a bare single-core loop"
     )
     p.add_argument("--files", type=int, nargs="+", default=[2000, 20000], help="corpus sizes (default 2000 20000)")
-    p.add_argument("--profile", default="small", choices=["small", "realistic"], help="corpus profile")
+    p.add_argument("--profile", default="small", choices=["small", "realistic", "ct"],
+                   help="corpus profile (ct: 512x512 16-bit CT slices only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--batch-size", type=int, default=None, help="pipeline files per task")
+    p.add_argument("--dbt", action="store_true",
+                   help="the pipeline variant builds the warehouse too (the whole `python -m flows ingest`)")
     p.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp dir)")
     p.add_argument(
         "--s3-latency-ms",

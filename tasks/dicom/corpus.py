@@ -7,7 +7,8 @@ profile:
 - ``small``: 64x64 images, header-dominated files (thousands per second), the worst case
   for per-file orchestration overhead;
 - ``realistic``: CT 512x512 16-bit signed (some JPEG-LS lossless, some RLE), MR 256x256,
-  CR 1024x1024 MONOCHROME1, US RGB, and multi-frame MR.
+  CR 1024x1024 MONOCHROME1, US RGB, and multi-frame MR;
+- ``ct``: CT slices only, 512x512 16-bit signed, native (a scanner's series as it arrives).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ PROFILES: dict[str, list[tuple[float, str, int, int, int, str | None]]] = {
         (0.05, "CR", 1024, 1024, 1, None),
         (0.10, "US", 480, 640, 1, None),
     ],
+    "ct": [(1.0, "CT", 512, 512, 1, None)],
 }
 
 
@@ -74,7 +76,7 @@ def generate_corpus(
         Created if missing; files go to ``<patient>/<study>/<series>/IMnnnn``.
     files : int
         Number of files.
-    profile : {"small", "realistic"}
+    profile : {"small", "realistic", "ct"}
         Image sizes and encodings, see the module docstring.
     seed : int
         Same seed, same bytes.

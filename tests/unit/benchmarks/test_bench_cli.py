@@ -28,3 +28,6 @@ def test_a_variants_process_gets_the_options_that_shape_the_pipeline():
     )
     assert child.batch_size == 20 and child.run_variant == "pipeline"
     assert variant_options(build_parser().parse_args(["bench", "ingest"])) == []
+    with_dbt = build_parser().parse_args(["bench", "ingest", "--profile", "ct", "--dbt"])
+    assert variant_options(with_dbt) == ["--dbt"]
+    assert build_parser().parse_args(["bench", "ingest", "--run-variant", "pipeline", "--dbt"]).dbt

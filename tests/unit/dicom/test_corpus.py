@@ -36,6 +36,15 @@ def test_realistic_profile_has_big_ct_compressed_and_multiframe(tmp_path):
     assert any(k[0] == "CR" and k[1] == 1024 for k in kinds)
 
 
+def test_ct_profile_is_native_512_ct_slices_only(tmp_path):
+    generate_corpus(tmp_path, files=12, profile="ct", seed=2, images_per_series=4)
+    kinds = set()
+    for path in tmp_path.rglob("IM*"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        kinds.add((ds.Modality, ds.Rows, ds.Columns, ds.BitsAllocated, ds.file_meta.TransferSyntaxUID.is_compressed))
+    assert kinds == {("CT", 512, 512, 16, False)}
+
+
 def test_unknown_profile_is_named(tmp_path):
     with pytest.raises(ValueError, match="huge"):
         generate_corpus(tmp_path, files=1, profile="huge")
