@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flows.cli import SERVER_ENV
+
 VARIANTS = ("naive", "bare", "pipeline")
 
 
@@ -120,7 +122,7 @@ def _start_server() -> tuple[subprocess.Popen | None, str]:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PREFECT_HOME": home},
+        env={**SERVER_ENV, **os.environ, "PREFECT_HOME": home},
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from blocks.settings import PipelineConfig
 
 LOCAL_API = "http://127.0.0.1:4200/api"
+#: How a server for the deployments should run (defaults; the environment overrides them).
+#: A run queued behind the `provider` deployment's concurrency limit of 1 asks for the slot
+#: again after this many seconds: Prefect's default, 30 s, left a second burst of arrivals
+#: waiting up to 30 s after the first run ended.
+SERVER_ENV = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5"}
 
 
 def _server_listening(url: str) -> bool:
@@ -298,6 +303,8 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     print(f"Starting a Prefect server; `python -m flows` will use it automatically ({LOCAL_API}).")
     print("UI: http://127.0.0.1:4200 . Stop with Ctrl-C.")
+    for name, value in SERVER_ENV.items():
+        os.environ.setdefault(name, value)
     os.execvp(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200"])
     return 0  # pragma: no cover - exec does not return
 

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from flows.cli import SERVER_ENV  # imports no Prefect: the settings below still apply
+
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# the session's server runs as `python -m flows server` runs one (flows/cli.py SERVER_ENV)
+for _name, _value in SERVER_ENV.items():
+    os.environ.setdefault(_name, _value)
 if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
     # before Prefect is imported: its global settings (threads, subprocesses) see the server too
     os.environ["PREFECT_API_URL"] = os.environ["DICOM_ETL_TEST_PREFECT_API_URL"]

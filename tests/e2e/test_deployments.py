@@ -209,6 +209,10 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
     assert set(by_deployment["ingest-dicom/provider"]) == {"COMPLETED"}, (by_deployment, stack.logs())
     # the provider run built the warehouse itself: no second deployment hop
     assert "build-warehouse/rebuild" not in by_deployment, by_deployment
+    # two folders arrived at once: two provider runs, the second queued behind the deployment's
+    # limit of 1 and asking for the slot again every 5 s (SERVER_ENV), not Prefect's 30 s
+    waits = _slot_waits([r["id"] for r in runs if r["deployment_name"] == "ingest-dicom/provider"], stack)
+    assert waits and max(waits) <= 10, waits
     # the warehouse build is a subflow of the provider run; every top-level run came from a deployment
     top_level = [r for r in runs if r["parent_task_run_id"] is None]
     assert top_level and all(r["deployment_name"] for r in top_level), "every top-level run came from a deployment"
@@ -267,6 +271,18 @@ def test_ingest_completed_starts_a_build_only_when_asked(stack):
     assert len(runs) == 1, runs
     assert runs[0]["state_type"] == "COMPLETED", stack.logs()
     assert runs[0]["parameters"]["settings_block"] == "e2e-local"
+
+
+def _slot_waits(flow_run_ids: list[str], stack: Stack) -> list[float]:
+    """Seconds each AwaitingConcurrencySlot state of these runs was scheduled ahead."""
+    waits = []
+    for run_id in flow_run_ids:
+        states = httpx.get(f"{stack.api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+        for st in states:
+            if st["name"] == "AwaitingConcurrencySlot":
+                scheduled = datetime.fromisoformat(st["state_details"]["scheduled_time"])
+                waits.append((scheduled - datetime.fromisoformat(st["timestamp"])).total_seconds())
+    return waits
 
 
 def _events(stack: Stack, name: str) -> list[dict]:
