@@ -21,7 +21,7 @@ from tests.integration.conftest import SECRET
 from tests.integration.phi import collect_phi, find_phi
 from tests.runs import task_runs
 
-# the module fixture builds the warehouse three times (seconds each on an idle machine)
+# the module fixture builds the warehouse three times (tens of seconds each on fakesnow)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
@@ -45,13 +45,13 @@ def snowflake_lake(tmp_path_factory, first_lake) -> dict:
     return {"source": first_lake["source"], "lake": root / "lake"}
 
 
-def _save_blocks(server: dict, lake: Path, *, name: str, database: str, **snowflake) -> None:  # noqa: ANN003
+def _save_blocks(server: dict, lake: Path, *, name: str, database: str, connector: str | None = None, **snowflake) -> None:  # noqa: ANN003
     """A SnowflakeConnector block on ``database`` and a settings block ``name`` that uses it."""
     from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
 
     from blocks.settings import DicomPipelineSettings
 
-    connector = f"fakesnow-{database.lower().replace('_', '-')}"
+    connector = connector or f"fakesnow-{database.lower().replace('_', '-')}"
     credentials = SnowflakeCredentials(account=server["account"], user=server["user"], password=server["password"])
     SnowflakeConnector(credentials=credentials, database=database, warehouse="COMPUTE_WH", schema="PUBLIC").save(
         connector, overwrite=True
@@ -64,8 +64,10 @@ def _save_blocks(server: dict, lake: Path, *, name: str, database: str, **snowfl
 
 
 @pytest.fixture(scope="module")
-def snowflake_built(prefect_server, fakesnow_server, snowflake_lake) -> dict:
-    """Blocks saved on the Prefect server, then build-warehouse run twice (idempotence)."""
+def snowflake_built(prefect_server, fakesnow_server, snowflake_lake, snowflake_proxy) -> dict:
+    """Blocks saved on the Prefect server, build-warehouse run twice (idempotence), then a full
+    refresh whose load loses Snowflake mid-way, for longer than the connector retries (through
+    the proxy): the load task must reconnect, and RAW must not double."""
     from flows.warehouse import build_warehouse
 
     _save_blocks(fakesnow_server, snowflake_lake["lake"], name="test-snowflake-env", database="DICOM")
@@ -73,10 +75,11 @@ def snowflake_built(prefect_server, fakesnow_server, snowflake_lake) -> dict:
     raw_after_first = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
     second = build_warehouse(settings_block="test-snowflake-env")
     raw_after_second = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
-    refreshed = build_warehouse(settings_block="test-snowflake-env", full_refresh=True)
+    proxy, via_proxy = snowflake_proxy
+    refreshed = _build_through_an_outage(proxy, via_proxy, snowflake_lake)
     raw_after_refresh = _query(fakesnow_server, "select count(*), count(distinct source_key) from raw.images")[0]
     return {
-        "first": first, "second": second, "refreshed": refreshed,
+        "first": first, "second": second, "refreshed": refreshed, "resets": proxy.resets,
         "raw": [raw_after_first, raw_after_second, raw_after_refresh],
     }
 
@@ -98,13 +101,13 @@ def test_processed_tables_built_on_snowflake(snowflake_built, fakesnow_server):
 
 
 def test_raw_tables_hold_each_lake_row_once_however_often_built(snowflake_built, snowflake_lake):
-    """Loads go by batch: a second build and a full refresh leave RAW as the lake holds it."""
+    """Loads go by batch: a second build and a full refresh (its load retried) leave RAW as the lake holds it."""
     lake_rows = duckdb.sql(
         f"select count(*), count(distinct source_key) from read_parquet('{snowflake_lake['lake']}/tables/images/**/*.parquet')"
     ).fetchone()
     assert lake_rows[0] > 0
-    assert snowflake_built["raw"] == [lake_rows] * 3
-    assert snowflake_built["refreshed"] == snowflake_built["first"]
+    assert snowflake_built["raw"] == [lake_rows] * 3  # the refresh's load was retried: nothing doubled
+    assert snowflake_built["refreshed"].result() == snowflake_built["first"]
 
 
 def test_snowflake_pseudonyms_match_python(snowflake_built, fakesnow_server, snowflake_lake):
@@ -145,12 +148,13 @@ def snowflake_proxy(prefect_server, fakesnow_server):
         yield proxy, {**fakesnow_server, "port": proxy.port}
 
 
-def _faulty_build(server: dict, snowflake_lake: dict, name: str):  # noqa: ANN202 - a Prefect State
+def _faulty_build(server: dict, snowflake_lake: dict, name: str, *, database: str = "DICOM_FAULTS", **build):  # noqa: ANN003, ANN202 - a Prefect State
     from flows.warehouse import build_warehouse
 
     # the connector retries a statement by itself for 4 s (network_timeout), then the task takes over
-    _save_blocks(server, snowflake_lake["lake"], name=name, database="DICOM_FAULTS", snowflake_network_timeout=4)
-    return build_warehouse(settings_block=name, return_state=True)
+    _save_blocks(server, snowflake_lake["lake"], name=name, database=database, connector=f"{name}-connector",
+                 snowflake_network_timeout=4)
+    return build_warehouse(settings_block=name, return_state=True, **build)
 
 
 def _load_runs(state) -> list:  # noqa: ANN001 - the flow run's load-snowflake task runs
@@ -173,9 +177,8 @@ def _clear_when_load_retries(proxy, stop: threading.Event) -> None:  # noqa: ANN
                 return
 
 
-def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_built, snowflake_proxy, snowflake_lake):
-    """Snowflake unreachable for longer than the connector retries, mid-load: the task reconnects, same rows."""
-    proxy, server = snowflake_proxy
+def _build_through_an_outage(proxy, server: dict, snowflake_lake: dict):  # noqa: ANN001, ANN202 - a TcpFaultProxy; a State
+    """A full refresh of database DICOM through the proxy, Snowflake unreachable from the load's first statements."""
     # from the load's first statements on (the login is ~1 kB) until the connector has given
     # up and the task awaits its retry: the outage ends on the server's word, not on a timer
     # that a slow machine could outlast or a fast one undercut
@@ -184,13 +187,18 @@ def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_
     watcher = threading.Thread(target=_clear_when_load_retries, args=(proxy, stop), daemon=True)
     watcher.start()
     try:
-        state = _faulty_build(server, snowflake_lake, "test-snowflake-blip")
+        return _faulty_build(server, snowflake_lake, "test-snowflake-blip", database="DICOM", full_refresh=True)
     finally:
         stop.set()
         watcher.join(timeout=10)
         proxy.clear()
+
+
+def test_a_connection_lost_mid_load_is_retried_and_the_load_completes(snowflake_built):
+    """Snowflake unreachable mid-load for longer than the connector retries: the task reconnects, same rows."""
+    state = snowflake_built["refreshed"]
     assert state.is_completed(), state.message
-    assert proxy.resets > 0
+    assert snowflake_built["resets"] > 0
     [load] = _load_runs(state)
     assert load.run_count >= 2  # the connector gave up on the statement; the task retry got it done
     assert state.result() == snowflake_built["first"]  # the same processed rows as an undisturbed build
@@ -204,7 +212,7 @@ def test_snowflake_gone_for_good_fails_the_run_with_what_to_check(snowflake_prox
     finally:
         proxy.clear()
     assert state.is_failed()
-    assert "Snowflake" in state.message and "Check" in state.message and "fakesnow-dicom-faults" in state.message, state.message
+    assert "Snowflake" in state.message and "Check" in state.message and "test-snowflake-down-connector" in state.message, state.message
     # task run states reach the server as events: on a busy machine the last attempt lands late
     deadline = time.monotonic() + 60
     while True:
