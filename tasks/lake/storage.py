@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -110,21 +111,28 @@ class RawCopy:
     head: bytes  # the first bytes: enough to tell a ZIP archive
 
 
-def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo]) -> list[RawCopy]:
+#: Copies of a batch made at once. Reading, hashing and writing release the interpreter, and
+#: for large images the kernel's work of writing the copy is the cost: two copies keep both
+#: cores busy while extraction waits for its batch (512x512 CT: 4.7 ms a file on one thread).
+COPY_THREADS = 2
+
+
+def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo], *, threads: int = COPY_THREADS) -> list[RawCopy]:
     """Copy objects from a source folder into the raw zone, keeping their keys; hash them on the way.
 
     An object whose raw copy already has the same size and modification time is not
     copied again (a re-run reads it once, for its hash). Copies go to a temporary name
     first and are renamed, so a killed run never leaves a partial file under a real key.
+    ``threads`` copies are made at once.
 
     Returns
     -------
     list of RawCopy
         One per object, in the order given.
     """
-    out: list[RawCopy] = []
     root_dir, raw = os.fspath(root), os.fspath(raw_dir)
-    for obj in objects:  # str paths and os calls: pathlib costs as much as the copy of a small file
+
+    def copy(obj: ObjectInfo) -> RawCopy:  # str paths and os calls: pathlib costs as much as the copy of a small file
         src = os.path.join(root_dir, obj.key)
         dst = os.path.join(raw, obj.key)
         s = os.stat(src)
@@ -133,11 +141,14 @@ def copy_local_objects(root: Path, raw_dir: Path, objects: Sequence[ObjectInfo])
         except FileNotFoundError:
             d = None
         if d is not None and s.st_size == d.st_size and int(s.st_mtime) == int(d.st_mtime):
-            out.append(RawCopy(dst, *_hashed_copy(dst, None, d.st_size)))
-            continue
+            return RawCopy(dst, *_hashed_copy(dst, None, d.st_size))
         digest, head = _hashed_copy(src, dst, s.st_size, times_ns=(s.st_atime_ns, s.st_mtime_ns))
-        out.append(RawCopy(dst, digest, head))  # mtime kept: the size+mtime check above relies on it
-    return out
+        return RawCopy(dst, digest, head)  # mtime kept: the size+mtime check above relies on it
+
+    if threads <= 1 or len(objects) < 2:
+        return [copy(obj) for obj in objects]
+    with ThreadPoolExecutor(threads, thread_name_prefix="raw-copy") as pool:
+        return list(pool.map(copy, objects))
 
 
 #: Files up to this size are read, hashed and written in one piece.

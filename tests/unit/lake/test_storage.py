@@ -127,6 +127,22 @@ def test_a_copy_keeps_every_byte_its_hash_head_and_time(tmp_path, size):
     assert [p.name for p in raw.iterdir()] == ["big.zip"]
 
 
+def test_copies_made_at_once_come_back_in_order_and_a_failure_is_raised(tmp_path):
+    src, raw = tmp_path / "src", tmp_path / "raw"
+    for i in range(40):  # nested folders the threads create side by side
+        (src / f"p{i % 3}" / f"s{i % 5}").mkdir(parents=True, exist_ok=True)
+        (src / f"p{i % 3}" / f"s{i % 5}" / f"f{i:02d}").write_bytes(os.urandom(1000 + i))
+    objects = list_local_objects(src)
+    copies = copy_local_objects(src, raw, objects, threads=4)
+    assert [c.path for c in copies] == [str(raw / o.key) for o in objects]
+    assert [c.sha256 for c in copies] == [hashlib.sha256((src / o.key).read_bytes()).hexdigest() for o in objects]
+    assert [c.sha256 for c in copies] == [c.sha256 for c in copy_local_objects(src, raw, objects, threads=1)]
+    (src / objects[7].key).unlink()  # gone between the listing and the copy
+    with pytest.raises(FileNotFoundError):
+        copy_local_objects(src, tmp_path / "raw2", objects, threads=4)
+    assert not list((tmp_path / "raw2").rglob("*.partial"))
+
+
 def test_batches_and_ids_are_deterministic(tmp_path):
     for i in range(5):
         (tmp_path / f"f{i}").write_bytes(b"x" * i)
