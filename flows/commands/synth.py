@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile",
         default="small",
-        choices=["small", "realistic"],
-        help="small: 64x64 header-dominated files; realistic: CT 512x512 (some JPEG-LS/RLE), MR, CR, US, multi-frame",
+        choices=["small", "realistic", "ct"],
+        help="small: 64x64 header-dominated files; realistic: CT 512x512 (some JPEG-LS/RLE), MR, CR, US, multi-frame; "
+        "ct: native 512x512 16-bit CT slices only",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     p.set_defaults(func=run)
