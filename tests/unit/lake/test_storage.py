@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import SourceError
-from tasks.lake.storage import ObjectInfo, batch_id, chunk, copy_local_objects, list_local_objects, plan_batches
+from tasks.lake.storage import (
+    PARALLEL_COPY_BYTES,
+    ObjectInfo,
+    batch_id,
+    chunk,
+    copy_local_objects,
+    list_local_objects,
+    plan_batches,
+)
 
 
 def test_lists_nested_files_with_any_name_hidden_ones_too(tmp_path):
@@ -129,9 +137,9 @@ def test_a_copy_keeps_every_byte_its_hash_head_and_time(tmp_path, size):
 
 def test_copies_made_at_once_come_back_in_order_and_a_failure_is_raised(tmp_path):
     src, raw = tmp_path / "src", tmp_path / "raw"
-    for i in range(40):  # nested folders the threads create side by side
+    for i in range(24):  # nested folders the threads create side by side; files large enough for threads
         (src / f"p{i % 3}" / f"s{i % 5}").mkdir(parents=True, exist_ok=True)
-        (src / f"p{i % 3}" / f"s{i % 5}" / f"f{i:02d}").write_bytes(os.urandom(1000 + i))
+        (src / f"p{i % 3}" / f"s{i % 5}" / f"f{i:02d}").write_bytes(os.urandom(PARALLEL_COPY_BYTES + i))
     objects = list_local_objects(src)
     copies = copy_local_objects(src, raw, objects, threads=4)
     assert [c.path for c in copies] == [str(raw / o.key) for o in objects]
