@@ -353,28 +353,45 @@ def test_uploads_to_the_provider_bucket_end_as_warehouse_rows(stack, moto_endpoi
         "Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def test_the_compress_pool_runs_as_the_docs_say(stack, synthetic_dir):
-    """`prefect worker start --pool dicom-compress` (README, prefect.yaml) renders a run's previews."""
+def test_the_compress_pool_runs_as_the_docs_say(stack, synthetic_dir, pydicom_dir):
+    """`prefect worker start --pool dicom-compress` (README, prefect.yaml) renders each batch's previews.
+
+    ingest-dicom/local runs in deployment mode: two batches, two compress-dicom/remote runs on the
+    compress pool's worker, every preview and archive in the lake, the undecodable file an error row.
+    """
     stack.start("compress-worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dicom-compress"],
                 {**stack.env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=stack.root)
     source, lake = stack.root / "compress-in", stack.root / "compress-lake"
-    shutil.copytree(synthetic_dir, source)
+    shutil.copytree(synthetic_dir, source / "synthetic")
+    shutil.copy(pydicom_dir / "JPEG-lossy.dcm", source / "undecodable.dcm")  # pixel_decode
     stack.run([sys.executable, "-c", (
         "from blocks.settings import DicomPipelineSettings as S;"
-        f"S(source={str(source)!r}, lake={str(lake)!r}, warehouse={str(stack.root / 'c.duckdb')!r}, batch_size=50,"
-        "compression='deployment', deid_secret='e2e-secret').save('e2e-compress', overwrite=True)"
+        f"S(source={str(source)!r}, lake={str(lake)!r}, warehouse={str(stack.root / 'c.duckdb')!r},"
+        # 25 files: two batches, so two compress-dicom runs
+        " batch_size=13, compression='deployment', deid_secret='e2e-secret').save('e2e-compress', overwrite=True)"
     )])
     before = {r["id"] for r in stack.flow_runs()}
     stack.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest-dicom/local",
-               "-p", "settings_block=e2e-compress", "-p", "run_dbt=false"])
+               "-p", "settings_block=e2e-compress", "-p", "run_dbt=false", "-p", "transcode=true"])
 
     def done():
         runs = [r for r in stack.flow_runs() if r["id"] not in before and r["deployment_name"]]
-        names = {r["deployment_name"] for r in runs}
-        if {"ingest-dicom/local", "compress-dicom/remote"} <= names and all(r["state_type"] in TERMINAL for r in runs):
+        ingest_seen = any(r["deployment_name"] == "ingest-dicom/local" for r in runs)
+        if ingest_seen and all(r["state_type"] in TERMINAL for r in runs):
             return runs
         return None
 
     runs = _wait(done, 900, "ingest-dicom/local and its compress-dicom/remote runs", stack, every=2)
     assert {r["state_type"] for r in runs} == {"COMPLETED"}, stack.logs()
-    assert list((lake / "previews").rglob("*.jpg")), "previews rendered on the dicom-compress worker"
+    assert sum(r["deployment_name"] == "compress-dicom/remote" for r in runs) == 2, runs
+
+    def table(name: str) -> str:
+        return f"read_parquet('{lake}/tables/{name}/**/*.parquet', union_by_name=true)"
+
+    n_pixel = duckdb.sql(f"select count(*) from {table('images')} where has_pixel_data").fetchone()[0]
+    previews = duckdb.sql(f"select preview_key from {table('previews')}").fetchall()
+    assert len(previews) == n_pixel - 1  # all but the undecodable one
+    assert all((lake / key).read_bytes()[:2] == b"\xff\xd8" for (key,) in previews)
+    assert duckdb.sql(f"select reason from {table('ingest_errors')}").fetchall() == [("pixel_decode",)]
+    archived = duckdb.sql(f"select archive_key from {table('archives')} where status = 'archived'").fetchall()
+    assert archived and all((lake / k).is_file() for (k,) in archived)
