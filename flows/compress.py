@@ -20,10 +20,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 
 from blocks.settings import PipelineConfig, resolve_config
+from tasks.compat import end_flow_runs_promptly
 from tasks.errors import CompressionError
 from tasks.pixels.tasks import compress_remote, render_previews
 from tasks.retries import BatchOutcome
 from tasks.lake.storage import RAW_ZONE
+
+end_flow_runs_promptly()  # each flow run ends as soon as it is final (tasks/compat.py)
 
 DEFAULT_DEPLOYMENT = "compress-dicom/remote"
 

@@ -25,7 +25,7 @@ from blocks.settings import PipelineConfig, resolve_config, resolve_s3_access, t
 from flows.runners import IN_FLIGHT_BATCHES, TASKS_PER_BATCH, THREADS
 from flows.reporting import Progress, emit_ingest_events, report_quarantine
 from flows.compress import compression_target, submit_compression
-from tasks.compat import max_workers
+from tasks.compat import end_flow_runs_promptly, max_workers
 from tasks.lake.manifest import pending_objects
 from tasks.pixels.preview import PreviewOptions
 from tasks.dicom.tasks import extract_staged
@@ -39,6 +39,8 @@ from tasks.retries import BatchOutcome
 from tasks.lake.scope import SourceScope, resolve_scope
 from tasks.warehouse.dbt import count_rows
 from tasks.warehouse.increments import check_lake_key
+
+end_flow_runs_promptly()  # each flow run ends as soon as it is final (tasks/compat.py)
 
 
 @flow(name="ingest-dicom", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=True)

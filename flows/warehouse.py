@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from blocks.settings import PipelineConfig, resolve_config, temporary_environment
 from flows.reporting import StepTimes
-from tasks.compat import close_dbt_duckdb
+from tasks.compat import close_dbt_duckdb, end_flow_runs_promptly
 from tasks.errors import WarehouseError
 from tasks.warehouse.increments import check_lake_key
 from tasks.warehouse.tasks import (
@@ -40,6 +40,8 @@ from tasks.warehouse.dbt import (
     remove_compiled_sql,
     select_profile_target,
 )
+
+end_flow_runs_promptly()  # each flow run ends as soon as it is final (tasks/compat.py)
 
 
 def _dbt_settings(**kwargs: Any) -> Any:

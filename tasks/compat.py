@@ -2,8 +2,8 @@
 
 Speed (or a clean shutdown) sometimes needs what a library does not publish: pydicom's raw
 element dict, the shape of its ``RawDataElement`` tuple, the worker count of an executor,
-dbt-duckdb's cached database, the HTTP client inside Prefect's. Each is reached here and
-nowhere else, so that a new version that changes one breaks one function, and the test of
+dbt-duckdb's cached database, the HTTP client inside Prefect's, the end of a Prefect flow
+run's heartbeat. Each is reached here and nowhere else, so that a new version that changes one breaks one function, and the test of
 that function says which library, which version and what to update. ``pyproject.toml``
 bounds these libraries at the versions tested.
 """
@@ -139,6 +139,36 @@ def prefect_http_client(client: Any) -> Any:  # noqa: ANN401 - httpx client of a
     they were accepted, which ``emit_event`` cannot say).
     """
     return client._client  # noqa: SLF001
+
+
+# -- Prefect's flow engine -------------------------------------------------------------------
+
+
+def end_flow_runs_promptly() -> None:
+    """Let a synchronous flow run end without waiting up to 1 s for its heartbeat thread.
+
+    Prefect's flow engine (``prefect.flow_engine._send_heartbeats``) joins the heartbeat
+    thread at the end of every synchronous flow run, subflows included; the thread sleeps in
+    1-s steps, so each run ended 0-1 s late (a no-op ingest with its warehouse subflow: up to
+    2 s). Prefect's asynchronous engine already leaves the thread to stop on its own
+    (``join_on_exit=False``); this makes the synchronous one do the same. The thread is a
+    daemon, checks the stop flag before every step and sends no heartbeat for a final state.
+    Idempotent: each flow module calls it when imported.
+    """
+    from prefect import flow_engine
+
+    original = flow_engine._send_heartbeats  # noqa: SLF001
+    if getattr(original, "without_join", False):
+        return
+
+    @contextmanager
+    def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:  # noqa: ANN401, ARG001
+        with original(engine, join_on_exit=False):
+            yield
+
+    send_heartbeats.without_join = True  # type: ignore[attr-defined]
+    send_heartbeats.original = original  # type: ignore[attr-defined]
+    flow_engine._send_heartbeats = send_heartbeats  # noqa: SLF001
 
 
 # -- dbt-duckdb ------------------------------------------------------------------------------

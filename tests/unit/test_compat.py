@@ -109,6 +109,47 @@ def test_prefect_sync_client_has_an_httpx_client():
     )
 
 
+class _FakeFlowRunEngine:
+    """What ``_send_heartbeats`` reads of a flow run engine; counts the heartbeats it is asked to send."""
+
+    heartbeat_seconds = 30
+    flow_run = None
+    logger = logging.getLogger("test-heartbeat")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.first = threading.Event()
+
+    def _build_heartbeat_event_template(self) -> tuple[dict, list]:
+        return {}, []
+
+    def _emit_flow_run_heartbeat(self, resource: dict, related: list) -> None:  # noqa: ARG002
+        self.sent += 1
+        self.first.set()
+
+
+def test_prefect_flow_run_ends_without_joining_its_heartbeat_thread():
+    import inspect
+
+    from prefect import flow_engine
+
+    compat.end_flow_runs_promptly()
+    compat.end_flow_runs_promptly()  # each flow module calls it: wrapped once
+    patched = flow_engine._send_heartbeats
+    changed = _changed("prefect", "flow_engine._send_heartbeats", "end_flow_runs_promptly")
+    assert patched.without_join and not getattr(patched.original, "without_join", False)
+    assert list(inspect.signature(patched.original).parameters) == ["engine", "join_on_exit"], changed
+    assert "_send_heartbeats(self)" in inspect.getsource(flow_engine.FlowRunEngine), changed  # looked up at call time
+
+    engine, before = _FakeFlowRunEngine(), set(threading.enumerate())
+    with patched(engine):
+        assert engine.first.wait(10), changed
+        [heartbeat] = set(threading.enumerate()) - before
+    assert heartbeat.is_alive()  # not joined: the run goes on while the thread finishes its 1-s step
+    heartbeat.join(5)
+    assert not heartbeat.is_alive() and engine.sent == 1, changed  # it stopped, and sent nothing more
+
+
 def test_dbt_duckdb_caches_its_database_where_close_dbt_duckdb_looks():
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
