@@ -3,7 +3,8 @@
 ``FaultProxy`` speaks HTTP (in front of S3): ``503`` (S3's ``SlowDown``), ``500``
 (``InternalError``) or ``reset`` (the TCP connection is closed with RST before any
 response). ``fail_next(n)`` fails the next ``n`` requests; ``fail_every(k)`` fails every
-k-th request until ``clear()``. ``delay_ms`` holds every request that long before it is
+k-th request until ``clear()`` (with ``retries_pass``, never the same request twice in a row:
+each fault costs one retry, none exhausts the client's). ``delay_ms`` holds every request that long before it is
 forwarded, as a cloud region's round trip would (10-30 ms); ``requests`` and ``by_method``
 count what went through, for requests-per-file figures. ``TcpFaultProxy`` relays raw TCP (Snowflake, the Prefect
 API with its websockets) and resets every connection during an outage.
@@ -38,6 +39,8 @@ class FaultProxy:
         self.faults = 0
         self._next = 0
         self._every = 0
+        self._retries_pass = False
+        self._failed: set[tuple[str, str]] = set()  # requests whose last attempt was failed
         self.mode: Fault = "503"
         proxy = self
 
@@ -50,7 +53,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy._due(self.command)
+                fault = proxy._due(self.command, self.path)
                 if proxy.delay_ms:  # each connection has a thread: requests in flight wait side by side
                     time.sleep(proxy.delay_ms / 1000)
                 if fault == "reset":
@@ -113,13 +116,19 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def _due(self, method: str) -> Fault | None:
+    def _due(self, method: str, path: str) -> Fault | None:
         with self.lock:
             self.requests += 1
             self.by_method[method] = self.by_method.get(method, 0) + 1
             due = self._next > 0 or (self._every and self.requests % self._every == 0)
             if self._next > 0:
                 self._next -= 1
+            if self._retries_pass:
+                if (method, path) in self._failed:
+                    self._failed.discard((method, path))
+                    due = False
+                elif due:
+                    self._failed.add((method, path))
             if due:
                 self.faults += 1
                 return self.mode
@@ -129,13 +138,14 @@ class FaultProxy:
         with self.lock:
             self._next, self.mode = n, mode
 
-    def fail_every(self, k: int, mode: Fault = "503") -> None:
+    def fail_every(self, k: int, mode: Fault = "503", *, retries_pass: bool = False) -> None:
         with self.lock:
-            self._every, self.mode = k, mode
+            self._every, self.mode, self._retries_pass = k, mode, retries_pass
 
     def clear(self) -> None:
         with self.lock:
             self._next = self._every = 0
+            self._retries_pass, self._failed = False, set()
 
     def reset_counts(self) -> None:
         with self.lock:

@@ -96,12 +96,17 @@ def _stage(objects, tmp_path, access, batch: str = "b"):  # noqa: ANN001, ANN202
 
 
 def test_concurrent_copies_and_downloads_through_faults_and_latency(many, moto_s3, s3, tmp_path):
-    """16 requests in flight through a proxy that delays each and fails one in five: every object arrives once."""
+    """16 requests in flight through a proxy that delays each and fails one in five: every object arrives once.
+
+    A retried request is let through: with 16 in flight, one in five could otherwise fail a
+    request's four attempts in a row (seen once in CI), which no client retry absorbs; the
+    task's retry does (tests/integration/test_s3_ingest.py), and exhausted retries have tests below.
+    """
     from tasks.lake.storage import ObjectInfo
 
     gone = ObjectInfo("p9/gone.dcm", 3, "e")  # listed, then deleted before staging
     with FaultProxy((moto_s3["host"], moto_s3["port"]), delay_ms=5) as proxy:
-        proxy.fail_every(5, "503")
+        proxy.fail_every(5, "503", retries_pass=True)
         staged = _stage([*many, gone], tmp_path, S3Access(endpoint_url=proxy.url, max_concurrency=16))
         faults = proxy.faults
     assert faults >= 10
