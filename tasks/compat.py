@@ -3,9 +3,9 @@
 Speed (or a clean shutdown) sometimes needs what a library does not publish: pydicom's raw
 element dict, the shape of its ``RawDataElement`` tuple, the worker count of an executor,
 dbt-duckdb's cached database, the HTTP client inside Prefect's, the end of a Prefect flow
-run's heartbeat. Each is reached here and nowhere else, so that a new version that changes one breaks one function, and the test of
-that function says which library, which version and what to update. ``pyproject.toml``
-bounds these libraries at the versions tested.
+run's heartbeat. Each is reached here and nowhere else, so that a new version that changes
+one breaks one function, and the test of that function says which library, which version
+and what to update. ``pyproject.toml`` bounds these libraries at the versions tested.
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def end_flow_runs_promptly() -> None:
 
     Prefect's flow engine (``prefect.flow_engine._send_heartbeats``) joins the heartbeat
     thread at the end of every synchronous flow run, subflows included; the thread sleeps in
-    1-s steps, so each run ended 0-1 s late (a no-op ingest with its warehouse subflow: up to
-    2 s). Prefect's asynchronous engine already leaves the thread to stop on its own
+    1-s steps, so each run ended 0-1 s late (an ingest and its warehouse subflow: up to 2 s).
+    Prefect's asynchronous engine already leaves the thread to stop on its own
     (``join_on_exit=False``); this makes the synchronous one do the same. The thread is a
     daemon, checks the stop flag before every step and sends no heartbeat for a final state.
     Idempotent: each flow module calls it when imported.
