@@ -3,9 +3,9 @@
 ``FaultProxy`` speaks HTTP (in front of S3): ``503`` (S3's ``SlowDown``), ``500``
 (``InternalError``) or ``reset`` (the TCP connection is closed with RST before any
 response). ``fail_next(n)`` fails the next ``n`` requests; ``fail_every(k)`` fails every
-k-th request until ``clear()`` (with ``retries_pass``, never the same request twice in a row:
-each fault costs one retry, none exhausts the client's). ``delay_ms`` holds every request that long before it is
-forwarded, as a cloud region's round trip would (10-30 ms); ``requests`` and ``by_method``
+k-th request until ``clear()`` (with ``retries_pass``, never the same request twice in a
+row: each fault costs one retry, none exhausts the client's). ``delay_ms`` holds every
+request that long before it is forwarded, as a cloud region's round trip would (10-30 ms); ``requests`` and ``by_method``
 count what went through, for requests-per-file figures. ``TcpFaultProxy`` relays raw TCP (Snowflake, the Prefect
 API with its websockets) and resets every connection during an outage.
 """
