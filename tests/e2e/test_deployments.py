@@ -71,10 +71,11 @@ class Stack:
     def all_flow_run_ids(self) -> set[str]:
         return {r["id"] for r in self._read_all("flow_runs")}
 
-    def _read_all(self, what: str) -> list[dict]:
+    def _read_all(self, what: str, **body) -> list[dict]:  # noqa: ANN003 - the filter of Prefect's API
         out: list[dict] = []
         while True:
-            response = httpx.post(f"{self.api}/{what}/filter", json={"limit": 200, "offset": len(out)}, timeout=30)
+            page_of = {**body, "limit": 200, "offset": len(out)}
+            response = httpx.post(f"{self.api}/{what}/filter", json=page_of, timeout=30)
             response.raise_for_status()
             page = response.json()
             out += page
@@ -82,14 +83,28 @@ class Stack:
                 return out
 
     def flow_runs(self) -> list[dict]:
-        """Every flow run since this module deployed (none of the other modules' runs)."""
+        """This module's flow runs: its deployments' runs, their subflows, and any run whose
+        parameters name its folders or bucket (what an event source that started a run by hand
+        would have started). Other modules' runs are on the server too, some at the same time
+        (pytest-xdist's other worker)."""
         runs = [r for r in self._read_all("flow_runs") if r["id"] not in self.earlier_runs]
         deployments = {d["id"]: d for d in self._read_all("deployments")}
         flows = {f["id"]: f["name"] for f in httpx.post(f"{self.api}/flows/filter", json={}, timeout=30).json()}
+        ours = set()
         for run in runs:
             dep = deployments.get(run.get("deployment_id"))
             run["deployment_name"] = f"{flows.get(run['flow_id'])}/{dep['name']}" if dep else None
-        return runs
+            params = json.dumps(run["parameters"])
+            if (dep and dep["name"] in DEPLOYMENTS) or str(self.root) in params or "s3://deploy-provider" in params:
+                ours.add(run["id"])
+        while True:  # subflows (and theirs): the parent task run belongs to one of this module's runs
+            children = {r["parent_task_run_id"]: r["id"] for r in runs
+                        if r["parent_task_run_id"] and r["id"] not in ours}
+            parents = self._read_all("task_runs", task_runs={"id": {"any_": list(children)}}) if children else []
+            adopted = {children[t["id"]] for t in parents if t["flow_run_id"] in ours}
+            if not adopted:
+                return [r for r in runs if r["id"] in ours]
+            ours |= adopted
 
 
 @pytest.fixture(scope="module")
@@ -235,13 +250,18 @@ def test_files_dropped_in_a_watched_folder_end_as_warehouse_rows(stack, syntheti
     ).json()
     assert any(t["name"].startswith("extract-") for t in task_runs)
 
-    completed = _events(stack, "dicom.ingest.completed")
-    assert completed and all(e["payload"]["lake"] == str(stack.lake) for e in completed)
+    def one_completed_per_run() -> list[dict] | None:
+        # the server stores events a few seconds after they arrive
+        events = _events(stack, "dicom.ingest.completed", id=[f"dicom.ingest.{r['id']}" for r in ingest])
+        return events if len(events) == len(ingest) else None
+
+    completed = _wait(one_completed_per_run, 60, "each provider run's dicom.ingest.completed", stack, every=1)
+    assert all(e["payload"]["lake"] == str(stack.lake) for e in completed)
     assert any(
         e["resource"]["dicom.has_new_rows"] == "true" and e["payload"]["new_rows"]["images"] > 0 for e in completed
     )
     assert all(e["resource"]["dicom.build_requested"] == "false" for e in completed)
-    assert _events(stack, "dicom.batch.written")
+    assert _events(stack, "dicom.batch.written", labels={"dicom.lake": str(stack.lake)})
 
 
 def test_ingest_completed_starts_a_build_only_when_asked(stack):
@@ -285,9 +305,10 @@ def _slot_waits(flow_run_ids: list[str], stack: Stack) -> list[float]:
     return waits
 
 
-def _events(stack: Stack, name: str) -> list[dict]:
-    # since this module deployed: other modules' ingests emitted these events on the session server too
-    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": stack.started.isoformat()}}, "limit": 50}
+def _events(stack: Stack, name: str, **resource) -> list[dict]:  # noqa: ANN003 - Prefect's event resource filter
+    # of this module's runs: other modules' ingests emit these events on the session server too
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": stack.started.isoformat()},
+                       "resource": resource}, "limit": 50}
     return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
 
 
