@@ -1,4 +1,4 @@
-"""Shared fixtures: sample DICOM folders, one real Prefect server and one moto server per test session."""
+"""Shared fixtures: sample DICOM folders, one real Prefect server per test session, one moto server per worker."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
     # before Prefect is imported: its global settings (threads, subprocesses) see the server too
     os.environ["PREFECT_API_URL"] = os.environ["DICOM_ETL_TEST_PREFECT_API_URL"]
 
+#: two workers on one Prefect server (``-n 2``): tests/parallel.py
+pytest_plugins = ["tests.parallel"]
+
 PYDICOM_TEST_FILES = Path(__import__("pydicom.data", fromlist=["x"]).__file__).parent / "test_files"
 
 
@@ -32,13 +35,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server, once per session: Prefect's test harness, or the one you keep running.
+    """A real Prefect API server, once per session: the one both workers share, the one you
+    keep running, or (``-n 0``) Prefect's test harness.
 
     ``DICOM_ETL_TEST_PREFECT_API_URL=http://127.0.0.1:4200/api`` points the tests at a
     server already up (``python -m flows server``) instead of starting one (20-30 s, minutes
-    on a loaded machine).
+    on a loaded machine); with ``-n 2`` the session sets it to the server it started.
     """
-    if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
+    if url := os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL"):
+        from tests.parallel import wait_for_server  # imported as a plugin first (assertions rewritten)
+
+        wait_for_server(url)
         yield
         return
     from prefect.testing.utilities import prefect_test_harness
