@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -57,3 +58,15 @@ def one_line_failures(cases: Mapping[Sequence[str], tuple[int, list[str]]], env:
         if failure:
             failures.append(failure)
     return failures
+
+
+def stop(proc: subprocess.Popen, log: IO | None = None, timeout: float = 30) -> None:
+    """End a process a test started: SIGTERM, SIGKILL if it is still up after ``timeout`` s; close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if log is not None:
+        log.close()

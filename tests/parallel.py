@@ -108,14 +108,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     server = config.stash.get(_SERVER, None)
     if server is None:
         return
+    from tests.cli import stop
+
     proc, log, home = server
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    stop(proc, log)
     shutil.rmtree(home, ignore_errors=True)
     os.environ.pop("DICOM_ETL_TEST_PREFECT_API_URL", None)
     os.environ.pop("DICOM_ETL_TEST_PREFECT_SERVER_LOG", None)

@@ -23,6 +23,8 @@ import duckdb
 import httpx
 import pytest
 
+from tests.cli import stop
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,12 +58,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc, log in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+            stop(proc, log)
 
     def logs(self) -> str:
         return "\n".join(
