@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from uuid import UUID
 
 
@@ -26,11 +28,14 @@ def task_runs(flow_run_id: UUID, settle: float = 30) -> list:
             time.sleep(0.2)
 
 
-def latest_flow_run():  # noqa: ANN201 - a FlowRun
-    """The flow run started last on the server."""
+def flow_run_into(lake: Path):  # noqa: ANN201 - a FlowRun
+    """The last top-level flow run started on the server whose parameters name ``lake``.
+
+    Not the last run on the server: the other worker's runs are there too.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
-        [run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-    return run
+        runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=200)
+    return next(r for r in runs if r.parent_task_run_id is None and str(lake) in json.dumps(r.parameters, default=str))

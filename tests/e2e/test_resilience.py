@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.fault_proxy import TcpFaultProxy
-from tests.runs import latest_flow_run, task_runs
+from tests.runs import flow_run_into, task_runs
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_a_prefect_api_blip_mid_run_is_absorbed_by_the_client(api_proxy, synthet
     assert run.returncode == 0, run.stderr[-3000:]
     assert proxy.resets > 0
     _complete_lake(tmp_path / "lake", synthetic_dir)
-    flow_run = latest_flow_run()
+    flow_run = flow_run_into(tmp_path / "lake")
     assert flow_run.state_name == "Completed"
     assert {t.state_name for t in task_runs(flow_run.id)} == {"Completed"}  # the UI tells the truth too
 
