@@ -66,9 +66,9 @@ def bench_events(work: Path, api: str, *, files: list[Path], window: float, poll
     import duckdb
     from moto.server import ThreadedMotoServer
 
-    from benchmarks.ingest import _free_port
+    from flows.cli import free_port
 
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{port}"

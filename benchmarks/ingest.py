@@ -13,15 +13,13 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from flows.cli import SERVER_ENV
+from flows.cli import spawn_server, wait_for_api
 
 VARIANTS = ("naive", "bare", "pipeline")
 
@@ -100,12 +98,6 @@ def _compile_project() -> None:
         compileall.compile_dir(root / package, quiet=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server() -> tuple[subprocess.Popen | None, str]:
     """The server of ``PREFECT_API_URL``, or a new one with a database of its own.
 
@@ -114,23 +106,11 @@ def _start_server() -> tuple[subprocess.Popen | None, str]:
     """
     if os.environ.get("PREFECT_API_URL"):
         return None, os.environ["PREFECT_API_URL"]
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
     home = tempfile.mkdtemp(prefix="dicom-bench-prefect-")
     atexit.register(shutil.rmtree, home, ignore_errors=True)  # after the caller has stopped the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**SERVER_ENV, **os.environ, "PREFECT_HOME": home},
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2):
-                return proc, api
-        except OSError:
-            time.sleep(1)
+    proc, api = spawn_server(home)
+    if wait_for_api(api, 180):
+        return proc, api
     proc.terminate()
     msg = "the Prefect server for the benchmark did not start within 180 s"
     raise RuntimeError(msg)

@@ -8,12 +8,14 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -25,6 +27,45 @@ LOCAL_API = "http://127.0.0.1:4200/api"
 #: again after this many seconds: Prefect's default, 30 s, left a second burst of arrivals
 #: waiting up to 30 s after the first run ended.
 SERVER_ENV = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5"}
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_server(home: str | Path, log: IO | int = subprocess.DEVNULL, **env: str) -> tuple[subprocess.Popen, str]:
+    """A Prefect server for a program (a benchmark, the test session), started in the background.
+
+    ``prefect server start`` on a free port of 127.0.0.1, its database under ``home``
+    (PREFECT_HOME), with SERVER_ENV's defaults and ``env`` on top. Returns the process and
+    its API URL; :func:`wait_for_api` tells when it answers (20-30 s).
+    """
+    port = free_port()
+    server_env = {**SERVER_ENV, **os.environ, "PREFECT_HOME": str(home), **env}
+    server_env.pop("PREFECT_API_URL", None)  # it is the server, not a client of another
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=server_env,
+    )
+    return proc, f"http://127.0.0.1:{port}/api"
+
+
+def wait_for_api(api: str, timeout: float) -> bool:
+    """Whether the Prefect API at ``api`` answers its health check within ``timeout`` seconds."""
+    import urllib.request  # not on every command's start-up path (~40 ms)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
 
 
 def _server_listening(url: str) -> bool:

@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -87,20 +83,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if os.environ.get("DICOM_ETL_TEST_PREFECT_API_URL") or not _needs_server(config):
         return
+    from flows.cli import spawn_server
+
     home = Path(tempfile.mkdtemp(prefix="dicom-etl-test-prefect-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed in pytest_unconfigure
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc, api = spawn_server(home, log, PREFECT_UI_ENABLED="false")
     config.stash[_SERVER] = (proc, log, home)
     # the workers, started after this hook, inherit these
-    os.environ["DICOM_ETL_TEST_PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ["DICOM_ETL_TEST_PREFECT_API_URL"] = api
     os.environ["DICOM_ETL_TEST_PREFECT_SERVER_LOG"] = str(home / "server.log")
 
 
@@ -122,16 +112,10 @@ _SERVER = pytest.StashKey[tuple]()
 
 def wait_for_server(url: str, timeout: float = 300) -> None:
     """Until the Prefect API at ``url`` answers its health check (fails the test with its log if not)."""
-    import httpx
+    from flows.cli import wait_for_api
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if wait_for_api(url, timeout):
+        return
     log = os.environ.get("DICOM_ETL_TEST_PREFECT_SERVER_LOG")
     tail = Path(log).read_text()[-3000:] if log and Path(log).exists() else ""
     pytest.fail(f"the Prefect server at {url} did not answer within {timeout:.0f} s\n{tail}")

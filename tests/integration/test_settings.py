@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from tests.runs import flow_run_into
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +85,6 @@ def test_cli_checks_the_blocks_s3_source(prefect_server, moto_s3, tmp_path):
 
 
 def test_cli_ingests_from_the_blocks_source_and_records_no_secret(prefect_server, synthetic_dir, tmp_path):
-    from prefect.client.orchestration import get_client
-
     source = tmp_path / "incoming"
     source.mkdir()
     for path in sorted(p for p in synthetic_dir.rglob("*") if p.is_file())[:2]:
@@ -95,8 +95,7 @@ def test_cli_ingests_from_the_blocks_source_and_records_no_secret(prefect_server
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (lake / "raw").iterdir()) == sorted(p.name for p in source.iterdir())
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(sort="START_TIME_DESC", limit=200)  # the other worker runs flows too
-    recorded = [r.parameters for r in runs if (r.parameters.get("config") or {}).get("settings_block") == "settings-folder"]
-    assert recorded and recorded[0]["config"]["lake"] == str(lake)
+    recorded = flow_run_into(lake).parameters
+    assert recorded["config"]["settings_block"] == "settings-folder"
+    assert recorded["config"]["lake"] == str(lake)
     assert SECRET not in str(recorded)
